@@ -1,0 +1,3 @@
+"""chatd: the single-threaded chat server."""
+
+__version__ = "1.0.0"

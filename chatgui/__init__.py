@@ -1,0 +1,1 @@
+"""chat clients: the client session, the terminal client and the desktop window."""

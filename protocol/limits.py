@@ -1,0 +1,35 @@
+"""Numbers fixed by the wire contract, and the contract's default settings.
+
+Server settings (``chatd``) take their defaults from here, and clients use the
+same constants, so a limit is written down exactly once.
+"""
+
+from __future__ import annotations
+
+PROTO_VERSION = 1
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 65432
+
+HEADER_SIZE = 4  # bytes of big-endian length before each payload
+LOGIN_MAX_FRAME = 4096  # a client's frames before it is logged in
+CLIENT_MAX_FRAME = 16 * 1024 * 1024  # what a client accepts from the server
+MAX_DEPTH = 32  # JSON nesting levels; the top-level object is level 1
+MAX_INT = 2**53 - 1  # an integer member takes 0..MAX_INT
+
+NAME_MAX_CHARS = 32
+RESERVED_NAME = "server"  # by casefold; an announcement's ``from``
+ID_MAX_CHARS = 64
+HISTORY_LIMIT_DEFAULT = 50
+HISTORY_LIMIT_MAX = 200
+
+# Contract §7 defaults.
+DEFAULT_MAX_FRAME = 65536
+DEFAULT_MAX_TEXT = 4000
+DEFAULT_MAX_CLIENTS = 10000
+DEFAULT_MAX_OUTBUF = 1024 * 1024
+DEFAULT_RATE = 20.0
+DEFAULT_BURST = 100
+DEFAULT_HEARTBEAT = 30.0
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_BACKLOG = 50
+DEFAULT_HISTORY = 10000
