@@ -12,8 +12,20 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Start chatd as a daemon on the default port (unless one already answers), then
+# open the desktop client if there is a display; the server keeps running.
 run: $(STAMP)
-	@echo "chatd is not built yet; see README.md for what exists."
+	@if $(BIN)/chatd status >/dev/null 2>&1; then \
+		echo "chatd already runs (see: $(BIN)/chatd status)"; \
+	else \
+		$(BIN)/chatd start || exit 1; \
+	fi
+	@echo "stop it with: $(BIN)/chatd stop"
+	@if [ -n "$$DISPLAY" ] && $(BIN)/python -c 'import chatgui.app' 2>/dev/null; then \
+		echo "opening chatgui..."; $(BIN)/chatgui; \
+	else \
+		echo "connect with: $(BIN)/chat --name NAME  (or $(BIN)/chatgui on a desktop)"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,35 +1,119 @@
-"""The ``chatd`` command line: run the server, and (later) operate it."""
+"""The ``chatd`` command line: run the server, start and stop it, and operate it.
+
+Exit codes: 0 success; 1 an operational failure (no server running, a server
+already running, the port taken, no such user, a stop that timed out); 2 bad
+usage or a bad setting value. Every failure is one line on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from chatd import __version__
+from chatd import __version__, daemon, views
+from chatd.control_client import ControlClient, ControlError
 from chatd.errors import StartupError
+from chatd.notify import from_environment
 from chatd.settings import SETTINGS, SettingError, Settings, resolve
 
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
+START_TIMEOUT = 30.0  # seconds `start` waits for the daemon to listen (a big history loads)
+STOP_MARGIN = 10.0  # seconds `stop` waits beyond the server's grace period
+
+EPILOG = """\
+exit status: 0 success; 1 operational failure (no server running, a server
+already running, port in use, no such user, stop timed out); 2 bad usage or a
+bad setting value. Settings come from flags, then CHATD_<SETTING> environment
+variables, then the TOML config file (--config or CHATD_CONFIG), then defaults.
+"""
+
+#: Settings a command that only talks to a running server needs to find it.
+_LOCATE = ("data_dir", "control")
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (and exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _setting_flags(names: Sequence[str] | None = None) -> _Parser:
+    """A parent parser with --config and one flag per setting (or the named ones)."""
+    parent = _Parser(add_help=False)
+    parent.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML config file (default: $CHATD_CONFIG)")
+    defaults = Settings()
     for setting in SETTINGS:
-        parser.add_argument(
-            "--" + setting.name.replace("_", "-"),
-            dest=setting.name,
-            metavar=setting.metavar or None,
-            help=setting.help,
-        )
+        if names is None or setting.name in names:
+            default = getattr(defaults, setting.name)
+            shown = "" if default is None else f" (default: {default})"
+            parent.add_argument(
+                "--" + setting.name.replace("_", "-"),
+                dest=setting.name,
+                metavar=setting.metavar or None,
+                help=(setting.help + shown).replace("%", "%%"),
+            )
+    return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatd", description="The chat server.")
+    parser = _Parser(
+        prog="chatd", description="The chat server, and the commands to operate it.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"chatd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="run in the foreground, logging to stderr")
-    _add_setting_flags(run)
+    server = _setting_flags()
+    locate = _setting_flags(_LOCATE)
+
+    commands.add_parser("run", parents=[server], epilog=EPILOG,
+                        help="run in the foreground, logging to stderr")
+    start = commands.add_parser(
+        "start", parents=[server], epilog=EPILOG,
+        help="start as a daemon (log and pid file in the data directory)",
+    )
+    start.add_argument("--timeout", type=_seconds, default=START_TIMEOUT, metavar="S",
+                       help=f"seconds to wait until it accepts (default {START_TIMEOUT:g})")
+    stop = commands.add_parser("stop", parents=[locate], epilog=EPILOG,
+                               help="shut the server down gracefully and wait until it is gone")
+    stop.add_argument("--timeout", type=_seconds, metavar="S",
+                      help=f"seconds to wait (default: grace + {STOP_MARGIN:g})")
+    status = commands.add_parser("status", parents=[locate], epilog=EPILOG,
+                                 help="show users online and counters")
+    status.add_argument("--json", action="store_true",
+                        help="print the control socket's status reply as JSON")
+    kick = commands.add_parser("kick", parents=[locate], epilog=EPILOG,
+                               help="disconnect a user")
+    kick.add_argument("name", help="the user's name (any case)")
+    kick.add_argument("--reason", metavar="TEXT", help="shown to the kicked user")
+    announce = commands.add_parser("announce", parents=[locate], epilog=EPILOG,
+                                   help="send a message from 'server' to everyone")
+    announce.add_argument("text", nargs="+", help="the message (words are joined by spaces)")
+    commands.add_parser("watch", parents=[locate], epilog=EPILOG,
+                        help="print who is online, then every message, join and leave")
+    commands.add_parser("bench", add_help=False,
+                        help="load benchmark (see 'chatd bench --help')")
     return parser
 
 
@@ -38,30 +122,109 @@ def _settings(args: argparse.Namespace) -> Settings:
     return resolve(flags, config_file=args.config)
 
 
-def _run(settings: Settings) -> int:
-    from chatd.loop import serve
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    daemon.configure_logging(settings.log_level)
+    return daemon.serve_here(settings, from_environment(os.environ))
 
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    return serve(settings)
+
+def _start(args: argparse.Namespace, settings: Settings) -> int:
+    pid, status = daemon.start(settings, args.timeout)
+    print(f"chatd started (pid {pid}){', ' + status if status else ''}; "
+          f"log {settings.log_path}")
+    return EXIT_OK
+
+
+def _stop(args: argparse.Namespace, settings: Settings) -> int:
+    timeout = args.timeout if args.timeout is not None else settings.grace + STOP_MARGIN
+    pid = daemon.stop(settings, timeout)
+    print("chatd stopped" + (f" (pid {pid})" if pid else ""))
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    with ControlClient(settings.control_path) as client:
+        status = client.request({"type": "status"})
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False, indent=2))
+    else:
+        print("\n".join(views.status_table(status)))
+    return EXIT_OK
+
+
+def _kick(args: argparse.Namespace, settings: Settings) -> int:
+    request = {"type": "kick", "name": args.name}
+    if args.reason is not None:
+        request["reason"] = args.reason
+    with ControlClient(settings.control_path) as client:
+        client.request(request)
+    print(f"kicked {args.name}")
+    return EXIT_OK
+
+
+def _announce(args: argparse.Namespace, settings: Settings) -> int:
+    with ControlClient(settings.control_path) as client:
+        client.request({"type": "announce", "text": " ".join(args.text)})
+    print("announced")
+    return EXIT_OK
+
+
+def _watch(args: argparse.Namespace, settings: Settings) -> int:
+    """Print who is online, then each event, until Ctrl-C or the server goes away.
+
+    ``status`` and ``watch`` go out together on one connection: the server
+    handles them in order, so no event falls between the list and the stream.
+    The list is printed once the watch is acknowledged, so a script that sees
+    it knows every later event will be shown.
+    """
+    try:
+        with ControlClient(settings.control_path) as client:
+            status_ref = client.send({"type": "status"})
+            watch_ref = client.send({"type": "watch"})
+            status = client.reply(status_ref)
+            client.reply(watch_ref)
+            print(views.online_line(status), flush=True)
+            for event in client.events():
+                line = views.event_line(event)
+                if line is not None:
+                    print(line, flush=True)
+    except KeyboardInterrupt:  # Ctrl-C is how a watch normally ends
+        return EXIT_OK
+    print(f"{views.clock()}  the server closed the connection", flush=True)
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "run": _run,
+    "start": _start,
+    "stop": _stop,
+    "status": _status,
+    "kick": _kick,
+    "announce": _announce,
+    "watch": _watch,
+}
+
+
+def _bench(argv: Sequence[str]) -> int:
+    """``chatd bench ARGS``: the load generator owns all of its own flags."""
+    from chatd.bench import main as bench_main  # heavy imports only for this command
+
+    return bench_main(list(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
+    args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)
     except SettingError as exc:
         print(f"chatd: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
-        if args.command == "run":
-            return _run(settings)
-    except StartupError as exc:
-        print(f"chatd: {exc}", file=sys.stderr)
-        return 1
-    parser.error(f"unknown command {args.command}")
-    return 2
+        return _COMMANDS[args.command](args, settings)
+    except (StartupError, ControlError, daemon.StopError) as exc:
+        print(f"chatd {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT

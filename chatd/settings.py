@@ -25,22 +25,41 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 ENV_PREFIX = "CHATD_"
+CONFIG_ENV = "CHATD_CONFIG"  # the config file, when --config is not given
+MEMORY_DB = ":memory:"  # --db value that keeps history in memory only
 
 
 class SettingError(ValueError):
     """A setting has a bad value; the message names it and says why."""
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("must be an integer") from None
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError("must be at least 0")
+    return value
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise ValueError("must be at least 1")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if not 0 <= value < float("inf"):
         raise ValueError("must be a finite number >= 0")
     return value
 
@@ -53,7 +72,7 @@ def _positive_float(text: str) -> float:
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if not 0 <= value <= 65535:
         raise ValueError("must be 0..65535 (0 picks a free port)")
     return value
@@ -64,6 +83,21 @@ def _frame(text: str) -> int:
     if value > limits.CLIENT_MAX_FRAME:
         raise ValueError(f"must be at most {limits.CLIENT_MAX_FRAME}")
     return value
+
+
+def _text(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _path(text: str) -> Path:
+    """An absolute path, so a daemon (which changes to /) still finds it."""
+    return Path(_text(text)).expanduser().absolute()
+
+
+def _db(text: str) -> str:
+    return text if text == MEMORY_DB else str(_path(text))
 
 
 def _sync(text: str) -> str:
@@ -89,12 +123,12 @@ class Setting:
 
 #: Every server setting. Defaults live on :class:`Settings`.
 SETTINGS: tuple[Setting, ...] = (
-    Setting("host", str, "address to listen on", "ADDR"),
+    Setting("host", _text, "address to listen on", "ADDR"),
     Setting("port", _port, "TCP port to listen on", "PORT"),
-    Setting("data_dir", Path, "directory for the pid file, log, control socket and history",
+    Setting("data_dir", _path, "directory for the pid file, log, control socket and history",
             "DIR"),
-    Setting("control", Path, "control socket path (default DATA_DIR/control.sock)", "PATH"),
-    Setting("db", str, "history database (default DATA_DIR/history.sqlite3; ':memory:' keeps "
+    Setting("control", _path, "control socket path (default DATA_DIR/control.sock)", "PATH"),
+    Setting("db", _db, "history database (default DATA_DIR/history.sqlite3; ':memory:' keeps "
             "history in memory only)", "PATH"),
     Setting("sync", _sync, "SQLite synchronous mode: full or normal", "MODE"),
     Setting("log_level", _log_level, "debug, info, warning or error", "LEVEL"),
@@ -107,9 +141,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("burst", _positive_int, "token bucket size for --rate", "N"),
     Setting("heartbeat", _positive_float, "seconds of silence before a ping", "S"),
     Setting("handshake_timeout", _positive_float, "seconds allowed before hello", "S"),
-    Setting("backlog", lambda t: max(0, int(t)), "messages sent after welcome", "N"),
+    Setting("backlog", _non_negative_int, "messages sent after welcome", "N"),
     Setting("history", _positive_int, "public messages retained", "N"),
-    Setting("password", str, "password clients must give in hello (default: none)", "TEXT"),
+    Setting("password", _text, "password clients must give in hello (default: none)", "TEXT"),
     Setting("grace", _non_negative_float, "seconds to flush clients at shutdown", "S"),
 )
 
@@ -158,13 +192,27 @@ class Settings:
 
 
 def _parse(setting: Setting, raw: object, origin: str) -> Any:
+    # A TOML file gives typed values; only strings and numbers can be settings
+    # (``true`` is not a port, a table is not a host).
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise SettingError(f"{origin}: bad {setting.name}: {raw!r} is not a string or number")
     text = raw if isinstance(raw, str) else str(raw)
-    if isinstance(raw, bool):
-        raise SettingError(f"{origin}: {setting.name} must not be a boolean")
     try:
         return setting.parse(text)
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:
         raise SettingError(f"{origin}: bad {setting.name} {text!r}: {exc}") from None
+
+
+def _read_config(config_file: Path) -> dict[str, Any]:
+    try:
+        with open(config_file, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise SettingError(
+            f"cannot read config file {config_file}: {exc.strerror or exc}"
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingError(f"config file {config_file} is not valid TOML: {exc}") from None
 
 
 def resolve(
@@ -174,30 +222,28 @@ def resolve(
 ) -> Settings:
     """Settings from flags (None = not given), environment and a TOML file.
 
-    The config file is a flat table of setting names (``max_clients = 500``);
+    The config file is ``config_file``, else the one named by ``$CHATD_CONFIG``,
+    else none. It is a flat table of setting names (``max_clients = 500``);
     dashes and underscores are both accepted. Unknown keys are an error, so a
-    typo does not silently leave a limit at its default.
+    typo does not silently leave a limit at its default. An empty environment
+    variable counts as unset.
     """
     env = os.environ if environ is None else environ
+    if config_file is None and env.get(CONFIG_ENV):
+        config_file = Path(env[CONFIG_ENV])
     values: dict[str, Any] = {}
     by_name = {s.name: s for s in SETTINGS}
     if config_file is not None:
-        try:
-            with open(config_file, "rb") as handle:
-                table = tomllib.load(handle)
-        except OSError as exc:
-            raise SettingError(f"cannot read config file {config_file}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingError(f"config file {config_file} is not valid TOML: {exc}") from None
-        for key, raw in table.items():
+        for key, raw in _read_config(config_file).items():
             name = key.replace("-", "_")
             if name not in by_name:
                 raise SettingError(f"config file {config_file}: unknown setting {key!r}")
             values[name] = _parse(by_name[name], raw, f"config file {config_file}")
     for setting in SETTINGS:
-        raw_env = env.get(ENV_PREFIX + setting.name.upper())
-        if raw_env is not None and raw_env != "":
-            values[setting.name] = _parse(setting, raw_env, ENV_PREFIX + setting.name.upper())
+        env_name = ENV_PREFIX + setting.name.upper()
+        raw_env = env.get(env_name)
+        if raw_env:
+            values[setting.name] = _parse(setting, raw_env, env_name)
         raw_flag = flags.get(setting.name)
         if raw_flag is not None:
             values[setting.name] = _parse(

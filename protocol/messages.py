@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from protocol.errors import ProtocolError
+from protocol.framing import Message
 from protocol.limits import HISTORY_LIMIT_MAX, MAX_INT, PROTO_VERSION
 from protocol.values import is_valid_id
-
-Message = dict[str, Any]
 
 # Member kinds.
 INT = "integer"  # a JSON integer in 0..2^53-1, never a bool or a float

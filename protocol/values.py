@@ -20,8 +20,13 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def name_key(name: str) -> str:
-    """The identity of a name: two names are one user when their keys match."""
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+    """The identity of a name: two names are one user when their keys match.
+
+    Exactly the contract's words, ``casefold()`` of the NFC form. The key itself
+    need not be NFC (U+01F0 folds to "j" + U+030C); it is only compared, never
+    shown.
+    """
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def name_problem(value: str) -> str | None:

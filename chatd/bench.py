@@ -1,0 +1,513 @@
+"""``chatd bench``: load the server from separate processes and print its figures.
+
+Three parts, each selectable (``fanout``, ``latency``, ``idle`` or ``all``):
+
+- **fan-out**: a room of ``--clients`` (default 100), ``--senders`` of them
+  sending ``--size``-character texts as fast as the server takes them, each
+  with at most ``--window`` messages unacknowledged (its own ``msg`` echo is the
+  acknowledgement). A delivery is one ``msg`` frame received by one client.
+  Reports deliveries/s, deliveries per server CPU-second and the server's
+  thread count.
+- **latency**: the same room at a fixed ``--rate`` of deliveries per second;
+  senders put the CLOCK_MONOTONIC send time into each text, and the senders
+  plus every ``--probe-every``-th client compute receive time minus send time
+  (the other clients are read in batches every few ms: they load the server
+  the same, but the generators' CPU goes to the timed reads). Reports
+  p50/p99/max over all timed deliveries.
+- **idle**: ``--idle-connections`` (default 10,000) logged-in clients that only
+  read; reports server RSS growth per connection and the connect-all time.
+
+By default every run starts its own ``python -m chatd run --port 0 --rate 0``
+with ``--db :memory:`` (``--db store`` for the SQLite store in a temporary data
+directory; ``--db`` twice compares two set-ups side by side, runs interleaved).
+With ``--port`` it loads a running server instead (CPU/RSS figures then need
+``--server-pid``). On a machine with two or more CPUs the server is pinned to
+the first allowed CPU and the load generators to the others, so the server's
+figures are one core's worth and the generators never steal its CPU.
+
+Every figure comes with the CPU the server and the generators used in the
+window and the time they spent runnable but waiting for a CPU (``/proc``
+schedstat): on a shared machine that wait is other jobs' interference, and it
+is what inflates latency there. ``--realtime`` (root) runs everything at
+SCHED_RR priority 1 to measure the server without that interference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from chatd.bench_load import IdleSpec, RoomSpec, idle_worker, raise_nofile, room_worker
+from chatd.bench_server import BenchError, Server, start_server
+from chatd.bench_wire import STAMP_DIGITS
+
+PARTS = ("fanout", "latency", "idle")
+TARGET_DELIVERIES = 1_000_000  # per second, 100-client room
+TARGET_IDLE_KIB = 8.0  # server RSS per idle connection
+TARGET_P99_MS = 20.0  # at 100,000 deliveries/s
+
+_SETUP_TIMEOUT = 300.0
+_Result = dict[str, Any]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatd bench",
+        description="Load a chatd server from separate processes and print its figures.",
+    )
+    parser.add_argument("part", nargs="?", default="all", choices=(*PARTS, "all"),
+                        help="what to measure (default: all)")
+    target = parser.add_argument_group("server")
+    target.add_argument("--host", default="127.0.0.1", help="server to load with --port")
+    target.add_argument("--port", type=int, default=0,
+                        help="load a running server (default: start one per run)")
+    target.add_argument("--server-pid", type=int, default=None,
+                        help="pid of the --port server, for CPU, RSS and thread figures")
+    target.add_argument("--db", action="append", default=None, metavar="PATH|store",
+                        help="history for the started server: ':memory:' (default), 'store' "
+                        "(SQLite in its data directory) or a path; give it twice to compare")
+    target.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for 'chatd run' (repeatable; use --server-arg=--x)")
+    target.add_argument("--no-pin", action="store_true",
+                        help="do not pin the server and the generators to separate CPUs")
+    target.add_argument("--realtime", action="store_true",
+                        help="run the server and the generators at real-time priority "
+                        "(SCHED_RR 1; needs root): shields the figures from other jobs on a "
+                        "shared machine, whose CPU slices otherwise delay every wake-up")
+    room = parser.add_argument_group("fan-out and latency")
+    room.add_argument("--clients", type=_positive, default=100, help="clients in the room")
+    room.add_argument("--senders", type=_positive, default=10, help="clients that send")
+    room.add_argument("--size", type=_positive, default=64, help="text length in characters")
+    room.add_argument("--window", type=_positive, default=64,
+                      help="fan-out: most unacknowledged messages per sender")
+    room.add_argument("--rate", type=_positive, default=100_000,
+                      help="latency: fixed load in deliveries/s")
+    room.add_argument("--probe-every", type=_positive, default=10,
+                      help="latency: time every Nth client besides the senders (1 = all)")
+    room.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
+    room.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
+    room.add_argument("--procs", type=_positive, default=2,
+                      help="generator processes for the room")
+    idle = parser.add_argument_group("idle connections")
+    idle.add_argument("--idle-connections", type=_positive, default=10_000)
+    idle.add_argument("--idle-procs", type=_positive, default=4,
+                      help="generator processes opening the idle connections")
+    idle.add_argument("--login-window", type=_positive, default=50,
+                      help="most logins in flight per idle generator process")
+    parser.add_argument("--runs", type=_positive, default=3, help="runs per part; median shown")
+    parser.add_argument("--json", action="store_true",
+                        help="print the results as JSON on stdout (the lines go to stderr)")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+# --- set-up ----------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    say: Callable[[str], None]
+    server_cpus: set[int] | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+    runs_started: int = 0
+
+    @property
+    def own_server(self) -> bool:
+        return not self.args.port
+
+    @contextmanager
+    def server(self, db: str, max_clients: int) -> Iterator[Server]:
+        if not self.own_server:
+            yield Server(self.args.host, self.args.port, self.args.server_pid)
+            return
+        extra = ["--max-clients", str(max_clients), *self.args.server_arg]
+        server = start_server(db, extra, self.server_cpus)
+        try:
+            yield server
+        except BenchError as exc:
+            tail = server.log_tail()
+            raise BenchError(f"{exc} [server log: {tail or 'empty'}]") from None
+        finally:
+            server.stop()
+
+    def names(self, kind: str, count: int) -> list[str]:
+        """Login names unique to this run, also on a long-running --port server."""
+        self.runs_started += 1
+        prefix = f"b{os.getpid() % 100000}r{self.runs_started}{kind}"
+        return [f"{prefix}{i}" for i in range(count)]
+
+
+def _pin(bench: Bench) -> str:
+    """Pin the server to one CPU and this process (and so the workers) to the rest."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if bench.args.no_pin or not bench.own_server or len(allowed) < 2:
+        return "not pinned"
+    bench.server_cpus = {allowed[0]}
+    os.sched_setaffinity(0, set(allowed[1:]))
+    rest = ",".join(map(str, allowed[1:]))
+    return f"server pinned to CPU {allowed[0]}, load generators to CPU {rest}"
+
+
+def machine(pinning: str) -> dict[str, Any]:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "scheduling": "SCHED_RR 1" if os.sched_getscheduler(0) == os.SCHED_RR else "normal",
+        "load_average": os.getloadavg()[0],
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "pinning": pinning,
+    }
+
+
+class Workers:
+    """Generator processes, each steered through its own pipe."""
+
+    def __init__(self, target: Callable[..., None], specs: Sequence[object]) -> None:
+        context = multiprocessing.get_context("fork")
+        self.pipes: list[Connection] = []
+        self.procs: list[BaseProcess] = []
+        for spec in specs:
+            ours, theirs = context.Pipe()
+            proc = context.Process(target=target, args=(theirs, spec), daemon=True)
+            proc.start()
+            theirs.close()
+            self.pipes.append(ours)
+            self.procs.append(proc)
+
+    def send(self, message: tuple[str, Any]) -> None:
+        for pipe in self.pipes:
+            pipe.send(message)
+
+    def gather(self, kind: str, timeout: float = _SETUP_TIMEOUT) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        out = []
+        for pipe in self.pipes:
+            if not pipe.poll(max(0.0, deadline - time.monotonic())):
+                raise BenchError(f"load generator timed out (waiting for {kind})")
+            try:
+                got, value = pipe.recv()
+            except EOFError:
+                raise BenchError(f"a load generator died (waiting for {kind})") from None
+            if got == "error":
+                raise BenchError(f"load generator: {value}")
+            out.append(value)
+        return out
+
+    def close(self) -> None:
+        """Close the pipes first: a worker waiting for an order then sees EOF and ends."""
+        for pipe in self.pipes:
+            pipe.close()
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+@contextmanager
+def workers(target: Callable[..., None], specs: Sequence[object]) -> Iterator[Workers]:
+    group = Workers(target, specs)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+def _sleep_until(t_ns: int) -> None:
+    delay = (t_ns - time.monotonic_ns()) / 1e9
+    if delay > 0:
+        time.sleep(delay)
+
+
+# --- the room ----------------------------------------------------------------------------
+
+
+def room_run(bench: Bench, mode: str, db: str) -> _Result:
+    """One fan-out or latency run: log in, barrier, go, count; figures of the window."""
+    args = bench.args
+    names = bench.names("c", args.clients)
+    senders = min(args.senders, args.clients)
+    procs = min(args.procs, args.clients)
+    per_sender = args.rate / (senders * args.clients)
+    with bench.server(db, max(args.clients + 10, 10_000)) as server:
+        specs = [
+            RoomSpec(
+                host=server.host, port=server.port,
+                names=names[w::procs],
+                senders=[i if i < senders else -1 for i in range(w, args.clients, procs)],
+                probes=[i % args.probe_every == 0 for i in range(w, args.clients, procs)],
+                total_senders=senders, mode=mode, size=args.size, window=args.window,
+                per_sender_rate=per_sender,
+            )
+            for w in range(procs)
+        ]
+        with workers(room_worker, specs) as group:
+            group.gather("ready")
+            group.send(("sync", None))
+            group.gather("synced")
+            t_start = time.monotonic_ns() + 100_000_000
+            t_m0 = t_start + int(args.warmup * 1e9)
+            t_m1 = t_m0 + int(args.duration * 1e9)
+            group.send(("go", (t_start, t_m0, t_m1)))
+            _sleep_until(t_m0)
+            cpu0, wait0, wall0 = server.cpu_seconds(), server.run_delay(), time.monotonic()
+            _sleep_until((t_m0 + t_m1) // 2)
+            threads = server.threads()
+            _sleep_until(t_m1)
+            cpu1, wait1, wall1 = server.cpu_seconds(), server.run_delay(), time.monotonic()
+            results = group.gather("done", timeout=args.duration + args.warmup + 60)
+    deliveries = sum(r["deliveries"] for r in results)
+    result: _Result = {
+        "db": db,
+        "deliveries_per_s": deliveries / args.duration,
+        "generator_cpu": sum(r["cpu"] for r in results) / args.duration,
+        "generator_waited": sum(r["waited"] for r in results) / args.duration,
+        "threads": threads,
+    }
+    if cpu0 is not None and cpu1 is not None:
+        used = cpu1 - cpu0
+        result["server_cpu"] = used / (wall1 - wall0)
+        result["per_server_cpu_s"] = deliveries / used if used > 0 else None
+    if wait0 is not None and wait1 is not None:
+        result["server_waited"] = (wait1 - wait0) / (wall1 - wall0)
+    if mode == "latency":
+        samples = sorted(s for r in results for s in r["samples"])
+        if not samples:
+            raise BenchError("no message was delivered during the latency window")
+        result["target"] = args.rate
+        result["samples"] = len(samples)
+        for key, q in (("p50_ms", 0.50), ("p99_ms", 0.99)):
+            result[key] = samples[int(q * (len(samples) - 1))] / 1000
+        result["max_ms"] = samples[-1] / 1000
+    return result
+
+
+def _n(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.0f}%"
+
+
+def _load(r: _Result) -> str:
+    """CPU used, and time spent waiting for a CPU (other processes' interference)."""
+    return (f"server CPU {_share(r.get('server_cpu'))} + waited {_share(r.get('server_waited'))}"
+            f", generators {_share(r['generator_cpu'])} + waited "
+            f"{_share(r['generator_waited'])}; server threads {_n(r['threads'])}")
+
+
+def _fanout_line(r: _Result) -> str:
+    return (f"{_n(r['deliveries_per_s'])} deliveries/s, {_n(r.get('per_server_cpu_s'))} per "
+            f"server CPU-second ({_load(r)})")
+
+
+def _latency_line(r: _Result) -> str:
+    return (f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.1f} ms "
+            f"at {_n(r['deliveries_per_s'])} deliveries/s ({_n(r['samples'])} samples; "
+            f"{_load(r)})")
+
+
+def _median(runs: list[_Result], keys: Sequence[str]) -> _Result:
+    """Each figure's own median over the runs (the lower one for counts)."""
+    out: _Result = {}
+    for key in keys:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if not values:
+            out[key] = None
+        elif isinstance(values[0], int):
+            out[key] = statistics.median_low(values)
+        else:
+            out[key] = statistics.median(values)
+    return out
+
+
+def bench_room(bench: Bench, mode: str) -> None:
+    args = bench.args
+    dbs: list[str] = args.db or [":memory:"]
+    if mode == "latency" and args.size < STAMP_DIGITS:
+        raise BenchError(f"--size must be at least {STAMP_DIGITS} for the latency test")
+    runs: dict[str, list[_Result]] = {db: [] for db in dbs}
+    label = "fan-out" if mode == "fanout" else "latency"
+    line = _fanout_line if mode == "fanout" else _latency_line
+    for number in range(1, args.runs + 1):
+        for db in dbs:  # interleaved, so a noisy moment hits every set-up alike
+            result = room_run(bench, mode, db)
+            runs[db].append(result)
+            where = f" [db {db}]" if len(dbs) > 1 or db != ":memory:" else ""
+            bench.say(f"  {label} run {number}/{args.runs}{where}: {line(result)}")
+    keys = ["deliveries_per_s", "per_server_cpu_s", "server_cpu", "server_waited",
+            "generator_cpu", "generator_waited", "threads"]
+    if mode == "latency":
+        keys += ["p50_ms", "p99_ms", "max_ms", "samples"]
+    part: dict[str, Any] = {}
+    senders = min(args.senders, args.clients)
+    for db in dbs:
+        med = _median(runs[db], keys)
+        med["db"] = db
+        part[db] = {"runs": runs[db], "median": med}
+        setup = (f"{args.clients} clients, {senders} senders, {args.size} B, --db {db}, "
+                 f"median of {args.runs}")
+        if mode == "fanout":
+            bench.say(f"fan-out: {_fanout_line(med)} [{setup}, window {args.window}] "
+                      f"(target >= {TARGET_DELIVERIES:,}/s)")
+        else:
+            bench.say(f"latency: {_latency_line(med)} [{setup}, fixed load "
+                      f"{args.rate:,}/s] (target p99 < {TARGET_P99_MS:g} ms)")
+    if len(dbs) > 1 and mode == "fanout":
+        base = part[dbs[0]]["median"]["deliveries_per_s"]
+        for db in dbs[1:]:
+            ratio = part[db]["median"]["deliveries_per_s"] / base
+            part[db]["ratio_to_" + dbs[0]] = ratio
+            bench.say(f"fan-out --db {db} / --db {dbs[0]}: {ratio:.2f}")
+    bench.results[mode] = part
+
+
+# --- idle connections ----------------------------------------------------------------------
+
+
+def idle_run(bench: Bench) -> _Result:
+    args = bench.args
+    count = args.idle_connections
+    names = bench.names("i", count)
+    procs = min(args.idle_procs, count)
+    db = (args.db or [":memory:"])[0]
+    with bench.server(db, count + 100) as server:
+        rss0 = server.rss_kib()
+        specs = [IdleSpec(server.host, server.port, names[w::procs], args.login_window)
+                 for w in range(procs)]
+        with workers(idle_worker, specs) as group:
+            group.gather("ready")
+            t_start = time.monotonic_ns() + 200_000_000
+            cpu0, wait0 = server.cpu_seconds(), server.run_delay()
+            group.send(("go", t_start))
+            reports = group.gather("connected")
+            cpu1, wait1 = server.cpu_seconds(), server.run_delay()
+            connected = max(t for t, _ in reports)
+            group.send(("barrier", None))
+            settled = max(group.gather("settled"))
+            rss1 = server.rss_kib()
+            threads = server.threads()
+            if bench.own_server:
+                server.stop()  # before the clients go: no leave storm
+            group.send(("close", None))
+    result: _Result = {
+        "connections": count,
+        "connect_all_s": (connected - t_start) / 1e9,
+        "settled_s": (settled - t_start) / 1e9,
+        "connect_server_cpu_s": None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+        "connect_generator_cpu_s": sum(cpu for _, cpu in reports),
+        "connect_server_waited_s": None if wait0 is None or wait1 is None else wait1 - wait0,
+        "rss_before_kib": rss0,
+        "rss_after_kib": rss1,
+        "threads": threads,
+        "kib_per_connection": None,
+    }
+    if rss0 is not None and rss1 is not None:
+        result["kib_per_connection"] = (rss1 - rss0) / count
+    return result
+
+
+def _s(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds:.1f} s"
+
+
+def _idle_line(r: _Result) -> str:
+    per = r["kib_per_connection"]
+    rss = "RSS n/a" if per is None else (
+        f"{per:.2f} KiB server RSS each ({_n(r['rss_before_kib'])} -> "
+        f"{_n(r['rss_after_kib'])} KiB)")
+    return (f"{r['connections']:,} connections: {rss}; connect-all {r['connect_all_s']:.2f} s "
+            f"(CPU: server {_s(r['connect_server_cpu_s'])} + waited "
+            f"{_s(r['connect_server_waited_s'])}, generators "
+            f"{_s(r['connect_generator_cpu_s'])}), all joins delivered {r['settled_s']:.2f} s; "
+            f"server threads {_n(r['threads'])}")
+
+
+def bench_idle(bench: Bench) -> None:
+    args = bench.args
+    runs = []
+    for number in range(1, args.runs + 1):
+        result = idle_run(bench)
+        runs.append(result)
+        bench.say(f"  idle run {number}/{args.runs}: {_idle_line(result)}")
+    med = _median(runs, ["kib_per_connection", "connect_all_s", "settled_s",
+                         "connect_server_cpu_s", "connect_server_waited_s",
+                         "connect_generator_cpu_s", "rss_before_kib",
+                         "rss_after_kib", "threads"])
+    med["connections"] = args.idle_connections
+    procs = min(args.idle_procs, args.idle_connections)
+    bench.say(f"idle: {_idle_line(med)} [median of {args.runs}; {procs} processes logging in "
+              f"one after another, {args.login_window} logins in flight each] "
+              f"(target < {TARGET_IDLE_KIB:g} KiB)")
+    bench.results["idle"] = {"runs": runs, "median": med}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = sys.stderr if args.json else sys.stdout
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    bench = Bench(args, say)
+    raise_nofile()
+    if args.realtime:
+        try:  # inherited by the generators and the server started from here
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+        except OSError as exc:
+            print(f"chatd bench: cannot use --realtime: {exc.strerror}", file=sys.stderr)
+            return 1
+    info = machine(_pin(bench))
+    say(f"machine: {info['cpus']} CPUs ({info['cpu_model']}), Python {info['python']}, "
+        f"Linux {info['kernel']}; {info['pinning']}; {info['scheduling']} scheduling; load average "
+        f"{info['load_average']:.1f}")
+    parts = PARTS if args.part == "all" else (args.part,)
+    try:
+        for part in parts:
+            if part == "idle":
+                bench_idle(bench)
+            else:
+                bench_room(bench, part)
+    except BenchError as exc:
+        print(f"chatd bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if args.json:
+        print(json.dumps({"machine": info, "args": vars(args), "results": bench.results},
+                         indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

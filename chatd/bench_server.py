@@ -1,0 +1,145 @@
+"""The server under test, as the load generator sees it: an address and a pid.
+
+``chatd bench`` usually starts its own ``python -m chatd run`` on a free port
+(one fresh server per run, so runs do not inherit each other's history or
+memory) and reads its CPU time, RSS and thread count from ``/proc``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_LISTENING = re.compile(r"listening on \[?([^\s\]]+?)\]?:(\d+)\b")
+_START_TIMEOUT = 20.0
+_STOP_TIMEOUT = 15.0
+
+
+class BenchError(Exception):
+    """The bench cannot go on; the message says why, in one line."""
+
+
+@dataclass
+class Server:
+    """A server to load: its address, and its pid when it is on this machine."""
+
+    host: str
+    port: int
+    pid: int | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    data_dir: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    def _proc_file(self, name: str) -> str | None:
+        if self.pid is None:
+            return None
+        try:
+            return Path(f"/proc/{self.pid}/{name}").read_text()
+        except OSError:
+            return None
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time the server has used so far."""
+        stat = self._proc_file("stat")
+        if stat is None:
+            return None
+        fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def run_delay(self) -> float | None:
+        """Seconds the server has spent runnable but waiting for a CPU.
+
+        On a shared machine this is the interference: time another process
+        (or a load generator, if not pinned apart) held the server's CPU.
+        """
+        return run_delay(self._proc_file("schedstat"))
+
+    def _status(self, key: str) -> int | None:
+        status = self._proc_file("status")
+        if status is None:
+            return None
+        for line in status.splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        return None
+
+    def rss_kib(self) -> int | None:
+        return self._status("VmRSS")
+
+    def threads(self) -> int | None:
+        return self._status("Threads")
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines of a started server's log, for a failure message."""
+        if self.data_dir is None:
+            return ""
+        try:
+            text = (Path(self.data_dir.name) / "server.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM (graceful: clients get ``bye``), then SIGKILL if it hangs."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.data_dir is not None:
+            self.data_dir.cleanup()
+            self.data_dir = None
+
+
+def run_delay(schedstat: str | None) -> float | None:
+    """The run-queue wait (seconds) from a ``/proc/PID/schedstat`` text."""
+    if not schedstat:
+        return None
+    return int(schedstat.split()[1]) / 1e9
+
+
+def start_server(db: str, extra: list[str], cpus: set[int] | None) -> Server:
+    """Start ``python -m chatd run`` on a free port and wait until it listens.
+
+    ``db`` is ``:memory:``, ``store`` (the default database in the data
+    directory) or a path. ``cpus`` pins the server to those CPUs.
+    """
+    data_dir = tempfile.TemporaryDirectory(prefix="chatd-bench-")
+    log_path = Path(data_dir.name) / "server.log"
+    cmd = [
+        sys.executable, "-m", "chatd", "run", "--host", "127.0.0.1", "--port", "0",
+        "--rate", "0", "--data-dir", data_dir.name,
+        # Receivers never speak; do not let the server ping or time them out.
+        "--heartbeat", "3600",
+    ]
+    if db != "store":
+        cmd += ["--db", db]
+    cmd += extra
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    server = Server("127.0.0.1", 0, proc.pid, proc, data_dir)
+    if cpus:
+        os.sched_setaffinity(proc.pid, cpus)
+    deadline = time.monotonic() + _START_TIMEOUT
+    while True:
+        text = log_path.read_text(errors="replace")
+        found = _LISTENING.search(text)
+        if found:
+            server.host, server.port = found.group(1), int(found.group(2))
+            return server
+        if proc.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            tail = " | ".join(text.strip().splitlines()[-3:]) or "no output"
+            why = f"exited with {proc.returncode}" if proc.returncode is not None else "timed out"
+            raise BenchError(f"server {why} before listening: {tail}")
+        time.sleep(0.02)  # the bench is a client; it may wait

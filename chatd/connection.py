@@ -1,0 +1,171 @@
+"""Per-connection state: decoder, out-buffer, token bucket, session fields.
+
+Kept small on purpose (``__slots__``, buffers are ``None`` while empty): ten
+thousand idle sessions must cost only a few KiB each. Nothing here touches a
+socket; the loop owns ``sock`` and calls :meth:`Connection.sent` with what the
+kernel took.
+
+The out-buffer is a list of ``bytes`` chunks, each holding whole frames, plus an
+offset into the first one. A turn's broadcast blob is shared by every recipient
+(appended by reference, never copied), and the loop can hand the chunks to
+``sendmsg`` as they are.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from protocol import Decoder
+from protocol.limits import HEADER_SIZE
+
+# Connection kinds.
+CHAT = 0
+CONTROL = 1
+
+# States. A connection only moves forward through them.
+HANDSHAKE = 0  # chat connection before its hello
+USER = 1  # logged-in chat session
+OPERATOR = 2  # control connection
+WATCHER = 3  # control connection that asked to watch
+CLOSING = 4  # final frame queued: flushing, input ignored
+LINGER = 5  # sending side shut down, reading and discarding until EOF or a second
+CLOSED = 6
+
+_header = struct.Struct(">I")
+
+
+class Asked(bytes):
+    """Frames the client asked for (welcome and backlog, history replies).
+
+    They do not count toward ``max_outbuf`` (contract §3.3); the loop instead
+    stops reading a connection's requests while its whole unsent output is over
+    the limit, so asking cannot grow memory without bound either.
+    """
+
+
+class Connection:
+    """One client or control connection, as the chat core sees it."""
+
+    __slots__ = (
+        "cursor",
+        "decoder",
+        "events",
+        "exempt",
+        "key",
+        "kind",
+        "label",
+        "last_rx",
+        "name",
+        "out",
+        "out_len",
+        "out_off",
+        "ping_at",
+        "refill_at",
+        "sent_total",
+        "sock",
+        "staged",
+        "staged_bytes",
+        "state",
+        "token",
+        "tokens",
+    )
+
+    def __init__(self, kind: int, max_frame: int, now: float, label: str = "") -> None:
+        self.kind = kind
+        self.state = HANDSHAKE if kind == CHAT else OPERATOR
+        self.decoder = Decoder(max_frame)
+        self.name = ""
+        self.key = ""
+        self.token = ""
+        self.out: list[bytes] | None = None
+        self.out_off = 0  # bytes of out[0] already sent
+        self.out_len = 0  # unsent bytes in total
+        self.sent_total = 0  # bytes ever sent: the origin of the exempt ranges
+        self.exempt: list[list[int]] | None = None  # [start, end) stream offsets
+        self.staged: list[Any] | None = None  # this turn's unicasts (see chatd.turn)
+        self.staged_bytes = 0  # bytes of this turn's unicasts (replies) to it
+        self.cursor = 0  # this turn's broadcasts already staged for this connection
+        self.last_rx = now
+        self.ping_at = 0.0  # when the unanswered heartbeat ping went out, 0 if none
+        self.tokens = 0.0
+        self.refill_at = now
+        self.sock: Any = None  # owned by the loop
+        self.events = 0  # selector events registered, owned by the loop
+        self.label = label  # for logs: peer address, later the name
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.label or id(self)} state={self.state}>"
+
+    # --- out-buffer ------------------------------------------------------
+
+    def push(self, chunk: bytes) -> None:
+        """Append whole frames to the out-buffer (by reference, no copy)."""
+        if not chunk:
+            return
+        if isinstance(chunk, Asked):
+            start = self.sent_total + self.out_len
+            if self.exempt is None:
+                self.exempt = []
+            self.exempt.append([start, start + len(chunk)])
+        if self.out is None:
+            self.out = [chunk]
+        else:
+            self.out.append(chunk)
+        self.out_len += len(chunk)
+
+    def sent(self, count: int) -> None:
+        """The kernel took ``count`` bytes from the head of the out-buffer."""
+        if count <= 0:
+            return
+        out = self.out
+        assert out is not None
+        self.out_len -= count
+        self.sent_total += count
+        if self.out_len == 0:
+            self.out = None
+            self.out_off = 0
+        else:
+            count += self.out_off
+            while count >= len(out[0]):
+                count -= len(out.pop(0))
+            self.out_off = count
+        if self.exempt is not None:
+            done = self.sent_total
+            self.exempt = [r for r in self.exempt if r[1] > done] or None
+
+    def counted(self) -> int:
+        """Unsent bytes that count toward ``max_outbuf`` (asked-for bytes do not)."""
+        if self.exempt is None:
+            return self.out_len
+        done = self.sent_total
+        exempt = sum(end - max(start, done) for start, end in self.exempt if end > done)
+        return self.out_len - exempt
+
+    def mid_frame(self) -> bool:
+        """Whether a frame has partly gone out (only the head chunk can tell)."""
+        if not self.out_off or self.out is None:
+            return False
+        head, pos, off = self.out[0], 0, self.out_off
+        while pos < off:
+            pos += HEADER_SIZE + _header.unpack_from(head, pos)[0]
+        return pos != off
+
+    def drop_output(self) -> None:
+        """Forget the unsent output (it has not started to go out)."""
+        self.out = None
+        self.out_off = 0
+        self.out_len = 0
+        self.exempt = None
+
+    # --- token bucket ------------------------------------------------------
+
+    def take_token(self, now: float, rate: float, burst: int) -> int:
+        """Take one request token: 0 if granted, else the ms until one is due."""
+        tokens = min(float(burst), self.tokens + (now - self.refill_at) * rate)
+        self.refill_at = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            return 0
+        self.tokens = tokens
+        return max(1, int((1.0 - tokens) / rate * 1000.0 + 0.999))

@@ -1,0 +1,561 @@
+"""The event loop: the only code that touches selectors, sockets and signals.
+
+One thread, one ``selectors.DefaultSelector``, non-blocking sockets. A turn:
+
+1. wait in ``select`` until a socket is ready, a timer is due, or a signal
+   wakes the loop (``signal.set_wakeup_fd``; handlers only record the signal);
+2. accept (capped per turn), read (one ``recv`` per connection; a connection
+   whose decoder still holds frames from the last turn is not read, which is
+   the backpressure), hand the bytes to the pure :class:`~chatd.core.Core`;
+3. run due timers and act on signals;
+4. ``core.end_turn()``: group commit, then the staged frames go to out-buffers;
+5. at most ONE ``send``/``sendmsg`` per connection, capped in bytes; what is
+   left waits for ``EVENT_WRITE``, registered only while output remains;
+6. reap: a closing connection whose last frame is out gets ``shutdown(SHUT_WR)``
+   and lingers (reading and discarding) for up to a second before ``close``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import resource
+import selectors
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any, cast
+
+from chatd.connection import CHAT, CLOSED, CLOSING, CONTROL, LINGER, Connection
+from chatd.core import Core
+from chatd.errors import StartupError
+from chatd.history import History, open_history
+from chatd.settings import Settings
+from chatd.timers import Timers
+
+log = logging.getLogger("chatd")
+
+READ_SIZE = 256 * 1024  # one recv per connection per turn
+WRITE_CAP = 256 * 1024  # bytes offered to one send per connection per turn
+MAX_IOV = 64  # chunks handed to one sendmsg
+ACCEPTS_PER_TURN = 64
+LISTEN_BACKLOG = 4096
+LINGER_S = 1.0  # contract §3.5: keep reading this long after our last frame
+SHUTDOWN_LINGER_S = 0.25  # "up to a second": shorter when the whole server is leaving
+FLUSH_TIMEOUT_S = 5.0  # a closing connection that does not read is cut off
+PRESENCE_DELAY_PER_MEMBER_S = 0.00005  # presence batching: 0.5 s at 10,000 members
+PRESENCE_DELAY_MAX_S = 0.5
+ACCEPT_BACKOFF_S = 0.2  # out of file descriptors: stop accepting this long
+STATUS_EVERY_S = 5.0  # notify("STATUS=...") period
+UNIX_PATH_MAX = 100  # sun_path is 108 bytes; longer paths go through /proc
+
+_LISTEN = "listen"
+_CONTROL = "control"
+_WAKEUP = "wakeup"
+_FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+Notify = Callable[[str], None]
+
+
+def serve(settings: Settings, notify: Notify | None = None) -> int:
+    """Run the server until it is shut down; return the exit code.
+
+    Raises :class:`StartupError` when it cannot start (port in use, a live
+    server owns the control socket, unusable database).
+    """
+    server = Server(settings, notify or (lambda state: None))
+    try:
+        return server.run()
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def unix_address(path: Path) -> Iterator[str]:
+    """An AF_UNIX address for ``path``, also when it is too long for sun_path.
+
+    A long path is reached through ``/proc/self/fd`` of its directory, open
+    only while the address is used (bind or connect).
+    """
+    text = os.fspath(path)
+    if len(os.fsencode(text)) <= UNIX_PATH_MAX:
+        yield text
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+def raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, so max_clients is reachable."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open file limit from %d to %d: %s", soft, hard, exc)
+
+
+class Server:
+    """Sockets and the loop around one :class:`Core`."""
+
+    def __init__(self, settings: Settings, notify: Notify) -> None:
+        self.settings = settings
+        self.notify = notify
+        self.sel = selectors.DefaultSelector()
+        self.timers: Timers[Any] = Timers()
+        self.listener: socket.socket | None = None
+        self.control: socket.socket | None = None
+        self.control_bound = False
+        self.history: History | None = None
+        self.core: Core | None = None
+        self.signals: list[int] = []
+        self.old_handlers: dict[int, Any] = {}
+        self.old_wakeup = -1
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.rbuf = bytearray(READ_SIZE)
+        self.rview = memoryview(self.rbuf)
+        self.closing: set[Connection] = set()
+        self.grace_deadline: float | None = None
+        self.port = 0
+        self.accepting = False
+        self.fd_warned = False
+        self.lazy: set[Connection] = set()  # output is presence only: may wait
+        self.parked: set[Connection] = set()  # frames waiting until output drains
+        self.presence_due = 0.0  # when self.lazy must be sent, 0 if empty
+
+    # --- start and stop ------------------------------------------------------
+
+    def _open(self) -> Core:
+        settings = self.settings
+        raise_fd_limit()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.listener = self._listen_tcp()
+        self.control = self._listen_control()
+        self.history = open_history(settings)
+        core = Core(settings, self.history, time.monotonic(), _wall_ms())
+        self.sel.register(self.listener, selectors.EVENT_READ, _LISTEN)
+        self.sel.register(self.control, selectors.EVENT_READ, _CONTROL)
+        self.accepting = True
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, _WAKEUP)
+        self.old_wakeup = signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.old_handlers[signum] = signal.signal(signum, self._on_signal)
+        return core
+
+    def _listen_tcp(self) -> socket.socket:
+        settings = self.settings
+        try:
+            infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            raise StartupError(f"cannot resolve host {settings.host!r}: {exc}") from None
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"port {settings.port} on {settings.host} is in use "
+                    "(another chatd or another program)"
+                ) from None
+            raise StartupError(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+            ) from None
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def _listen_control(self) -> socket.socket:
+        """Contract §8: mode 0600; a stale socket is replaced, a live one refused."""
+        path = self.settings.control_path
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISSOCK(mode) and _answers(path):
+                raise StartupError(
+                    f"a chatd is already running with control socket {path}"
+                )
+            log.info("replacing stale control socket %s", path)
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            with unix_address(path) as address:
+                sock.bind(address)
+            self.control_bound = True
+            os.chmod(path, 0o600)
+            sock.listen(LISTEN_BACKLOG)
+        except OSError as exc:
+            sock.close()
+            raise StartupError(f"cannot create control socket {path}: {exc.strerror}") from None
+        finally:
+            os.umask(old_umask)
+        sock.setblocking(False)
+        return sock
+
+    def cleanup(self) -> None:
+        """Release everything, also after a failed start."""
+        for signum, handler in self.old_handlers.items():
+            signal.signal(signum, handler)
+        self.old_handlers.clear()
+        if self.old_wakeup != -1 or self.core is not None:
+            signal.set_wakeup_fd(self.old_wakeup)
+            self.old_wakeup = -1
+        if self.core is not None:
+            for conn in list(self.core.conns):
+                self._drop(conn)
+        self._stop_listening()
+        if self.history is not None:
+            history, self.history = self.history, None
+            try:
+                history.close()
+            except Exception:
+                log.exception("closing the history failed")
+        if self.control_bound:
+            self.control_bound = False
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.settings.control_path)
+        self.sel.close()
+        self.wake_r.close()
+        self.wake_w.close()
+
+    def _stop_listening(self) -> None:
+        for sock in (self.listener, self.control):
+            if sock is not None:
+                if self.accepting or sock is self.control:
+                    with contextlib.suppress(KeyError, ValueError):
+                        self.sel.unregister(sock)
+                sock.close()
+        self.listener = self.control = None
+        self.accepting = False
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """Only record it: the loop acts on it (wakeup fd wakes select)."""
+        self.signals.append(signum)
+
+    # --- the loop ---------------------------------------------------------------
+
+    def run(self) -> int:
+        core = self.core = self._open()
+        settings = self.settings
+        log.info("listening on %s:%d control %s", settings.host, self.port,
+                 settings.control_path)
+        self.notify(f"READY=1\nSTATUS=listening on {settings.host}:{self.port}")
+        self.timers.schedule(time.monotonic() + STATUS_EVERY_S, None, "status")
+        select = self.sel.select
+        limit = settings.max_outbuf
+        while True:
+            now = time.monotonic()
+            if core.has_work():
+                timeout: float | None = 0.0
+            else:
+                deadlines = [d for d in (core.next_deadline(), self.timers.next_deadline())
+                             if d is not None]
+                timeout = max(0.0, min(deadlines) - now) if deadlines else None
+            events = select(timeout)
+            now = time.monotonic()
+            core.begin_turn(now, _wall_ms())
+            carry = core.pending_input
+            core.pending_input = set()
+            writable: list[Connection] = []
+            for key, mask in events:
+                data = key.data
+                if type(data) is Connection:
+                    if mask & selectors.EVENT_READ and data not in carry:
+                        self._read(data)
+                    if mask & selectors.EVENT_WRITE:
+                        writable.append(data)
+                elif data == _LISTEN:
+                    self._accept(key.fileobj, CHAT)  # type: ignore[arg-type]
+                elif data == _CONTROL:
+                    self._accept(key.fileobj, CONTROL)  # type: ignore[arg-type]
+                else:
+                    self._drain_wakeup()
+            for conn in carry:
+                if conn.out_len > limit:  # backpressure: wait until it reads
+                    self.parked.add(conn)
+                else:
+                    core.receive(conn, b"")
+            core.run_timers(now)
+            self._run_timers(now)
+            if self.signals:
+                signals, self.signals = self.signals, []
+                for signum in signals:
+                    if signum == signal.SIGINT and core.stopping:
+                        log.warning("second SIGINT: exiting at once")
+                        return 1
+                    self._begin_shutdown(signal.Signals(signum).name)
+            if core.stop_requested and not core.stopping:
+                self._begin_shutdown("control request")
+            released, lazy = core.end_turn()
+            if lazy:
+                self._defer(lazy, now)
+            if self.presence_due and now >= self.presence_due:
+                released.extend(self.lazy)
+                self.lazy = set()
+                self.presence_due = 0.0
+            self._flush_all(released, writable)
+            if core.stopping and (not core.conns or now >= (self.grace_deadline or now)):
+                if core.conns:
+                    log.warning("grace period over: closing %d connection(s)",
+                                len(core.conns))
+                log.info("stopped")
+                return 0
+
+    def _run_timers(self, now: float) -> None:
+        core = self.core
+        assert core is not None
+        for target, kind in self.timers.pop_due(now):
+            if kind in {"linger", "flush"}:
+                if target.state != CLOSED and (kind == "flush") == (target.state == CLOSING):
+                    self._drop(target)
+            elif kind == "accept":
+                self._resume_accepting()
+            elif kind == "status":
+                self.notify(f"STATUS={len(core.users)} users online")
+                self.timers.schedule(now + STATUS_EVERY_S, None, "status")
+            # "grace" and "presence" only wake the loop; run() checks them.
+
+    def _begin_shutdown(self, why: str) -> None:
+        core = self.core
+        assert core is not None
+        if core.stopping:
+            return
+        log.info("shutting down (%s)", why)
+        self.notify("STOPPING=1")
+        self._stop_listening()
+        core.begin_shutdown()
+        self.grace_deadline = core.now + self.settings.grace
+        self.timers.schedule(self.grace_deadline, None, "grace")
+
+    # --- accept, read, write -------------------------------------------------
+
+    def _accept(self, listener: socket.socket, kind: int) -> None:
+        core = self.core
+        assert core is not None
+        for _ in range(ACCEPTS_PER_TURN):
+            try:
+                sock, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _FD_ERRORS:
+                    self._pause_accepting(exc)
+                    return
+                continue  # ECONNABORTED and friends: that peer is gone
+            sock.setblocking(False)
+            if kind == CHAT:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                label = f"{address[0]}:{address[1]}"
+            else:
+                label = "control"
+            conn = core.connect(kind, label)
+            conn.sock = sock
+            conn.events = selectors.EVENT_READ
+            self.sel.register(sock, selectors.EVENT_READ, conn)
+            if conn.state == CLOSING:
+                self.closing.add(conn)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Out of descriptors: stop listening a moment instead of spinning."""
+        if not self.fd_warned:
+            log.warning("cannot accept: %s; pausing accepts", exc.strerror)
+            self.fd_warned = True
+        for sock in (self.listener, self.control):
+            if sock is not None:
+                self.sel.unregister(sock)
+        self.accepting = False
+        self.timers.schedule(time.monotonic() + ACCEPT_BACKOFF_S, None, "accept")
+
+    def _resume_accepting(self) -> None:
+        if self.accepting or self.listener is None or self.control is None:
+            return
+        self.sel.register(self.listener, selectors.EVENT_READ, _LISTEN)
+        self.sel.register(self.control, selectors.EVENT_READ, _CONTROL)
+        self.accepting = True
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self.wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _read(self, conn: Connection) -> None:
+        try:
+            count = conn.sock.recv_into(self.rbuf, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            count = 0
+        core = self.core
+        assert core is not None
+        if conn.state == LINGER:
+            if count == 0:
+                self._drop(conn)
+            return
+        if count == 0:
+            core.lost(conn)
+            self._drop(conn)
+            return
+        # The decoder copies what it keeps, so the shared buffer can be lent.
+        core.receive(conn, cast(bytes, self.rview[:count]))
+
+    def _defer(self, lazy: list[Connection], now: float) -> None:
+        """Presence-only output waits up to PRESENCE_DELAY_PER_MEMBER_S times
+        the audience size (at most PRESENCE_DELAY_MAX_S) for more to send with.
+
+        A ``join`` storm (10,000 clients connecting) otherwise costs one send
+        per member per turn. Order is kept: any other frame for a connection
+        sends its waiting presence first, in the same send.
+        """
+        self.lazy.update(lazy)
+        if not self.presence_due:
+            delay = min(PRESENCE_DELAY_MAX_S, len(lazy) * PRESENCE_DELAY_PER_MEMBER_S)
+            self.presence_due = now + delay
+            self.timers.schedule(self.presence_due, None, "presence")
+
+    def _flush_all(self, released: list[Connection], writable: list[Connection]) -> None:
+        core = self.core
+        assert core is not None
+        for conn in core.closing:
+            if conn.state == CLOSING:
+                self.closing.add(conn)
+                self.timers.schedule(core.now + FLUSH_TIMEOUT_S, conn, "flush")
+        core.closing = []
+        targets = set(released)
+        targets.update(writable)
+        targets.update(self.closing)
+        limit = self.settings.max_outbuf
+        for conn in targets:
+            if conn.state == CLOSED:
+                continue
+            if conn.out is not None and not self._send(conn):
+                continue
+            if conn.out is not None and conn.state < CLOSING and conn.counted() > limit:
+                if core.overflow(conn):
+                    self._send(conn)
+                self._drop(conn)
+                continue
+            if conn.state == CLOSING and conn.out is None:
+                self._start_linger(conn)
+            else:
+                self._register(conn)
+                if conn in self.parked and conn.out_len <= limit:
+                    self.parked.discard(conn)
+                    core.pending_input.add(conn)
+
+    def _send(self, conn: Connection) -> bool:
+        """One send of up to WRITE_CAP bytes; False if the connection broke."""
+        out = conn.out
+        assert out is not None
+        try:
+            if len(out) == 1 and not conn.out_off and len(out[0]) <= WRITE_CAP:
+                count = conn.sock.send(out[0])
+            else:
+                first = memoryview(out[0])[conn.out_off:conn.out_off + WRITE_CAP]
+                buffers: list[bytes | memoryview] = [first]
+                size = len(first)
+                for chunk in out[1:MAX_IOV]:
+                    if size >= WRITE_CAP:
+                        break
+                    buffers.append(chunk)
+                    size += len(chunk)
+                count = conn.sock.sendmsg(buffers)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            core = self.core
+            assert core is not None
+            core.lost(conn)
+            self._drop(conn)
+            return False
+        conn.sent(count)
+        core = self.core
+        assert core is not None
+        core.bytes_out += count
+        return True
+
+    def _register(self, conn: Connection) -> None:
+        """READ always (backpressure: not while output is over max_outbuf);
+        WRITE only while output remains."""
+        events = 0
+        if conn.out is not None:
+            events = selectors.EVENT_WRITE
+        if conn.state >= CLOSING or conn.out_len <= self.settings.max_outbuf:
+            events |= selectors.EVENT_READ
+        if events != conn.events:
+            if events:
+                self.sel.modify(conn.sock, events, conn)
+            conn.events = events
+
+    def _start_linger(self, conn: Connection) -> None:
+        """Contract §3.5: our sending side is done; read and discard up to 1 s."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._drop(conn)
+            return
+        conn.state = LINGER
+        self.closing.discard(conn)
+        if conn.events != selectors.EVENT_READ:
+            self.sel.modify(conn.sock, selectors.EVENT_READ, conn)
+            conn.events = selectors.EVENT_READ
+        core = self.core
+        assert core is not None
+        linger = SHUTDOWN_LINGER_S if core.stopping else LINGER_S
+        self.timers.schedule(core.now + linger, conn, "linger")
+
+    def _drop(self, conn: Connection) -> None:
+        """Phase two: the socket is closed and forgotten."""
+        if conn.state == CLOSED:
+            return
+        conn.state = CLOSED
+        self.closing.discard(conn)
+        self.parked.discard(conn)
+        self.lazy.discard(conn)
+        sock = conn.sock
+        if sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(sock)
+            sock.close()
+        conn.drop_output()
+        core = self.core
+        assert core is not None
+        core.forget(conn)
+
+
+def _answers(path: Path) -> bool:
+    """Whether a server accepts connections on this Unix socket."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        with unix_address(path) as address:
+            probe.connect(address)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,106 @@
+"""What operators read: control-socket replies and events rendered as text.
+
+Pure functions (message in, lines out), so the command line stays a thin layer
+and the formats are tested without a server. Times are shown in local time.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from protocol import Message
+
+#: Status members in the order the table shows them, with their labels.
+_COUNTERS = (
+    ("server", "server"),
+    ("uptime_s", "uptime"),
+    ("clients", "connections"),
+    ("seq", "last seq"),
+    ("msgs_in", "messages in"),
+    ("frames_out", "frames out"),
+    ("bytes_in", "bytes in"),
+    ("bytes_out", "bytes out"),
+)
+_GROUPED = {"clients", "seq", "msgs_in", "frames_out", "bytes_in", "bytes_out"}
+
+
+def duration(seconds: float) -> str:
+    """``3725`` -> ``1h 02m 05s``: what an uptime looks like to a person."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def _value(key: str, value: Any) -> str:
+    if key == "uptime_s" and isinstance(value, (int, float)):
+        return duration(value)
+    if key in _GROUPED and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def status_table(status: Message) -> list[str]:
+    """A ``status`` reply as a two-column table of counters, then the users online.
+
+    Members the contract does not list (a server may add some) are shown
+    after the known ones, so nothing the server reports is hidden.
+    """
+    known = {key for key, _ in _COUNTERS} | {"type", "ref", "users"}
+    rows = [(label, _value(key, status[key])) for key, label in _COUNTERS if key in status]
+    rows += [
+        (key.replace("_", " "), _value(key, value))
+        for key, value in status.items()
+        if key not in known and not isinstance(value, (list, dict))
+    ]
+    width = max((len(label) for label, _ in rows), default=0)
+    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    users = [str(name) for name in status.get("users", [])]
+    lines.append("")
+    lines.append(f"users online: {len(users)}")
+    lines.extend(f"  {name}" for name in sorted(users, key=str.casefold))
+    return lines
+
+
+def clock(ts_ms: object = None) -> str:
+    """Server time (ms since the epoch) as local ``HH:MM:SS``; now if there is none."""
+    if not isinstance(ts_ms, (int, float)) or isinstance(ts_ms, bool):
+        return datetime.datetime.now().strftime("%H:%M:%S")
+    return datetime.datetime.fromtimestamp(ts_ms / 1000).strftime("%H:%M:%S")
+
+
+def _indented(text: str) -> str:
+    """Continuation lines of a multi-line text, indented under its first line."""
+    return text.replace("\n", "\n" + " " * 11)
+
+
+def event_line(event: Message) -> str | None:
+    """One line (or block) for a watched event; None for frames not worth showing."""
+    kind = event.get("type")
+    when = clock(event.get("ts"))
+    if kind == "msg":
+        return (f"{when}  #{event.get('seq')} <{event.get('from')}> "
+                f"{_indented(str(event.get('text', '')))}")
+    if kind == "join":
+        return f"{when}  --> {event.get('name')} joined"
+    if kind == "leave":
+        return f"{when}  <-- {event.get('name')} left ({event.get('reason')})"
+    if kind == "bye":
+        return f"{clock()}  server closed the watch ({event.get('reason')})"
+    if kind == "error":
+        return f"{clock()}  error {event.get('code')}: {event.get('message')}"
+    return None
+
+
+def online_line(status: Message) -> str:
+    """The watch header: who is online when watching begins."""
+    users = sorted((str(u) for u in status.get("users", [])), key=str.casefold)
+    return f"online ({len(users)}): {', '.join(users) if users else '(nobody)'}"

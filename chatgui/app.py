@@ -1,0 +1,99 @@
+"""``chatgui``: the desktop chat client (and, with ``--monitor``, the operator window).
+
+``chatgui`` opens the login window (last values remembered);
+``chatgui --name alice [--host H --port P]`` skips it, so a shell can open one
+window per user. If that direct login is refused, the login window opens with
+the reason. ``chatgui --monitor [--control PATH]`` watches a server through its
+control socket instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from chatd import __version__
+from protocol import limits
+
+SETTINGS_ENV = "CHATGUI_SETTINGS"  # where the login window keeps its last values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatgui", description="The chat desktop client.")
+    parser.add_argument("--version", action="version", version=f"chatgui {__version__}")
+    parser.add_argument("--name", help="log in as NAME without the login window")
+    parser.add_argument("--host", help=f"server address (default {limits.DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, help=f"server port (default {limits.DEFAULT_PORT})")
+    parser.add_argument("--password", default=os.environ.get("CHAT_PASSWORD"),
+                        help="server password (default: $CHAT_PASSWORD)")
+    parser.add_argument("--monitor", action="store_true",
+                        help="open the operator window over the server's control socket")
+    parser.add_argument("--control", type=Path, metavar="PATH",
+                        help="control socket for --monitor (default: the server's default)")
+    parser.add_argument("--settings-file", type=Path, metavar="PATH",
+                        default=os.environ.get(SETTINGS_ENV),
+                        help=f"where to remember the login values (default: ${SETTINGS_ENV} "
+                        "or PySimpleGUI's settings folder)")
+    parser.add_argument("--state-file", type=Path, metavar="PATH",
+                        help="debugging and tests: dump what the window shows here as JSON")
+    parser.add_argument("--stats", action="store_true",
+                        help="print event-loop turn times to stderr at exit")
+    parser.add_argument("--max-lines", type=int, default=None, metavar="N",
+                        help="log lines kept in the window (default 2000)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import PySimpleGUI as sg  # imported here so ``--help`` works without a display
+
+    sg.theme("LightGrey1")
+    # PySimpleGUI refreshes its built-in debugger on every read(), and that
+    # starts with inspect.stack(): 5-12 ms per call, every turn of our loop.
+    # We never open that debugger; this class flag is how PySimpleGUI itself
+    # skips the refresh (it is set while the debugger reads).
+    sg.Window._read_call_from_debugger = True
+    if args.monitor:
+        from chatgui.monitor import run_monitor
+
+        return run_monitor(args.control, state_file=args.state_file)
+    from chatgui.login import login, remember
+    from chatgui.logview import MAX_LINES
+    from chatgui.session import Session
+    from chatgui.window import ChatWindow
+
+    settings = sg.UserSettings(filename=str(args.settings_file or "chatgui.json"),
+                               silent_on_error=True)
+    host = args.host or limits.DEFAULT_HOST
+    port = args.port or limits.DEFAULT_PORT
+    error = ""
+    session: Session | None = None
+    if args.name:
+        try:
+            session = Session(args.name, host, port, password=args.password,
+                              agent=f"chatgui/{__version__}")
+        except ValueError as exc:
+            error = f"Name: {exc}."
+    while True:
+        early = None
+        if session is None:
+            result = login(settings, name=args.name or "", host=args.host or "",
+                           port=args.port or 0, error=error, state_file=args.state_file)
+            if result is None:
+                return 0
+            session, early = result
+        window = ChatWindow(session, state_file=args.state_file, stats=args.stats,
+                            max_lines=args.max_lines or MAX_LINES)
+        code = window.run(early)
+        if window.login_failure is None:
+            if window.logged_in:
+                remember(settings, session)
+            return code
+        error, session = window.login_failure, None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,659 @@
+"""The client session shared by the desktop window and the terminal client.
+
+No GUI code and no threads: the caller drives everything through
+:meth:`Session.poll`, which never blocks (every socket call is non-blocking and
+every wait is a deadline checked on the next poll), so a GUI can call it from
+its event loop. What happened comes back as a list of :class:`Event`.
+
+What the session guarantees the user, per the wire contract:
+
+- **Nothing typed is lost or duplicated.** Each ``say``/``pm`` gets a unique
+  ``id`` (a random UUID, so ids never repeat across runs: the server de-duplicates
+  a user's ``say`` by id among retained messages) and stays in the *outbox*
+  until its echo (``msg``/``pm`` with that id) arrives. After a reconnect the
+  whole outbox is sent again; the server answers an already accepted ``say``
+  with the original message, which acknowledges it without a new copy.
+- **Nothing is missed.** A reconnect resumes with ``since`` = the last seq seen,
+  and messages are de-duplicated by seq.
+- **Connection loss is survived.** Reconnects use exponential backoff with
+  jitter (0.5 s doubling up to 30 s) and carry the ``token`` of the last
+  ``welcome``, so a session the server still holds (a silently dead connection)
+  is taken over rather than refused as ``name_taken``.
+
+Only the *first* login is a single attempt: a refusal or an unreachable server
+is reported (``failed``) so a login window can show it and let the user retry.
+Refusals the user must fix (``name_taken``, ``bad_name``, ``auth_failed``,
+``server_full``, ``unsupported_proto``) and ``bye`` ``kicked``/``replaced``
+stop reconnecting at any time.
+
+Name resolution: a numeric address is used as is; any other host name is
+resolved once with ``getaddrinfo`` when the session first connects (the only
+call that can wait: ``localhost`` is answered from the hosts file at once) and
+the addresses are reused for every reconnect.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import select
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol import limits
+from protocol.errors import ProtocolError
+from protocol.framing import Decoder, Message, encode
+from protocol.messages import SERVER_EVENTS, validate
+from protocol.values import clean_text, name_key, name_problem, normalize_name
+
+# Status values carried by ``status`` events.
+CONNECTING = "connecting"
+CONNECTED = "connected"
+RECONNECTING = "reconnecting"
+OFFLINE = "offline"
+
+#: Login refusals that another attempt with the same input cannot fix.
+REFUSALS = frozenset({"name_taken", "bad_name", "auth_failed", "server_full", "unsupported_proto"})
+
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 30.0
+CONNECT_TIMEOUT = 5.0  # a TCP connect that takes longer counts as unreachable
+HANDSHAKE_TIMEOUT = 10.0  # connected, but no welcome (or refusal) this long after hello
+CLOSE_TIMEOUT = 2.0  # after our bye, wait this long for the server's bye
+MAX_EVENTS = 500  # messages handled per poll: bounds the work of one GUI turn
+READ_AHEAD = 16 * 1024 * 1024  # read ahead this far into a flood, so the server never waits on us
+RECV_SIZE = 256 * 1024
+HISTORY_PAGE = 50
+
+_IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY, errno.EINTR}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing the session reports to its user interface.
+
+    ``kind`` is one of: ``status`` (``status`` is connecting / connected /
+    reconnecting / offline, ``delay`` the seconds until the next attempt),
+    ``welcome``, ``message``, ``pm``, ``join``, ``leave``, ``users``,
+    ``history`` (an older page, ``msg["msgs"]``), ``error`` (a server error
+    frame; ``ident`` is the outbox entry it rejected, if any), ``acked``
+    (``ident`` was accepted; the ``message``/``pm`` event follows), ``failed``
+    (the session is over: ``code`` says why, ``detail`` for people).
+
+    ``history`` marks messages sent before this user logged in: the backlog of
+    the first login and pages of older history.
+    """
+
+    kind: str
+    msg: Message = field(default_factory=dict)
+    status: str = ""
+    detail: str = ""
+    code: str = ""
+    ident: str = ""
+    delay: float = 0.0
+    history: bool = False
+
+
+@dataclass
+class Pending:
+    """An outbox entry: a ``say`` or ``pm`` frame not yet acknowledged."""
+
+    ident: str
+    frame: Message
+    not_before: float = 0.0  # resend time after rate_limited / unavailable
+    sent: bool = False
+
+    @property
+    def kind(self) -> str:
+        return str(self.frame["type"])
+
+    @property
+    def text(self) -> str:
+        return str(self.frame["text"])
+
+    @property
+    def to(self) -> str | None:
+        to = self.frame.get("to")
+        return to if isinstance(to, str) else None
+
+
+def backoff_delay(attempt: int, rng: random.Random) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0 = first retry).
+
+    The ceiling doubles from 0.5 s up to 30 s; the delay is drawn between half
+    the ceiling and the ceiling (never under 0.5 s), so clients cut off together
+    do not all come back in the same instant.
+    """
+    ceiling = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** min(attempt, 16))
+    return rng.uniform(max(BACKOFF_MIN, ceiling / 2), ceiling)
+
+
+class Session:
+    """One user's connection to a chat server, kept alive across failures."""
+
+    def __init__(
+        self,
+        name: str,
+        host: str = limits.DEFAULT_HOST,
+        port: int = limits.DEFAULT_PORT,
+        *,
+        password: str | None = None,
+        agent: str = "chatgui",
+        max_events: int = MAX_EVENTS,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        problem = name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
+        self.name = normalize_name(name)  # the server's spelling replaces it at welcome
+        self.host = host
+        self.port = port
+        self.password = password
+        self.agent = agent
+        self.max_events = max_events
+        self._rng = rng or random.Random()
+        self._clock = clock
+
+        self.status = OFFLINE
+        self.users: dict[str, str] = {}  # name_key -> name as the server holds it
+        self.welcome: Message | None = None
+        self.max_text = limits.DEFAULT_MAX_TEXT
+        self.oldest = 0  # the oldest retained seq, from welcome
+        self.last_seq = 0  # the highest public seq delivered
+        self.finished = False  # no more connections will be made
+
+        self._outbox: dict[str, Pending] = {}  # insertion order is send order
+        self._token: str | None = None
+        self._logged_in_once = False
+        self._horizon = 0  # welcome.seq of the first login: where resumes start at least
+        self._backlog_end = 0  # this login's welcome.seq: msgs up to it are the backlog
+        self._addresses: list[tuple[Any, ...]] | None = None
+        self._address_index = 0
+        self._attempt = 0
+        self._sock: socket.socket | None = None
+        self._decoder = Decoder(limits.CLIENT_MAX_FRAME)
+        self._out = bytearray()
+        self._phase = "idle"  # idle, connecting, handshake, ready, closing, waiting, done
+        self._deadline = 0.0
+        self._retry_at = 0.0
+        self._eof = False
+        self.more = False  # the last poll stopped at max_events: poll again soon
+        self._last_rx = 0.0
+        self._heartbeat = limits.DEFAULT_HEARTBEAT
+        self._ping_sent = False
+        self._closing = False
+        self._history_wanted: str | None = None  # id of the history request in flight
+        self._eof_detail = ""
+        self._resumed = False
+        self._events: list[Event] = []
+        self._started = False
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def outbox(self) -> list[Pending]:
+        """Unacknowledged messages, oldest first."""
+        return list(self._outbox.values())
+
+    @property
+    def socket(self) -> socket.socket | None:
+        """The current socket, for callers that wait on it with ``selectors``."""
+        return self._sock
+
+    @property
+    def wants_write(self) -> bool:
+        return bool(self._out) or self._phase == "connecting"
+
+    def retry_in(self, now: float | None = None) -> float:
+        """Seconds until the next reconnect attempt (0 unless waiting to retry)."""
+        if self._phase != "waiting":
+            return 0.0
+        return max(0.0, self._retry_at - (self._clock() if now is None else now))
+
+    def say(self, text: str) -> str:
+        """Queue a public message; returns its id. Sent now if connected.
+
+        Raises :class:`ProtocolError` (``bad_text``, ``empty_message``,
+        ``text_too_long``) for text the server would refuse, without a round trip.
+        """
+        clean = clean_text(text, self.max_text)
+        return self._queue({"type": "say", "text": clean})
+
+    def pm(self, to: str, text: str) -> str:
+        """Queue a private message to ``to``; returns its id (see :meth:`say`)."""
+        target = normalize_name(to)
+        clean = clean_text(text, self.max_text)
+        return self._queue({"type": "pm", "to": target, "text": clean})
+
+    def who(self) -> bool:
+        """Ask for the user list (a ``users`` event follows). False if offline."""
+        return self._request({"type": "who", "id": "who"})
+
+    def request_history(self, before: int, limit: int = HISTORY_PAGE) -> bool:
+        """Ask for the messages older than ``before`` (the oldest one shown).
+
+        Returns False when offline, when a request is already in flight, or when
+        nothing older is retained.
+        """
+        if self._history_wanted is not None or before <= max(1, self.oldest):
+            return False
+        ident = f"history-{before}"
+        if self._request({"type": "history", "before": before, "limit": limit, "id": ident}):
+            self._history_wanted = ident
+            return True
+        return False
+
+    def close(self) -> None:
+        """End the session: send ``bye`` and let :meth:`poll` finish the close."""
+        if self.finished or self._closing:
+            return
+        self._closing = True
+        if self._phase == "ready":
+            self._send({"type": "bye"})
+            self._phase = "closing"
+            self._deadline = self._clock() + CLOSE_TIMEOUT
+        else:
+            self._finish("closed", "closed")
+
+    def close_and_wait(self) -> list[Event]:
+        """Close and wait (briefly, bounded) for the server's goodbye.
+
+        For callers with no event loop left to drive :meth:`poll`: a window that
+        is already destroyed, or the terminal client at its end of input.
+        """
+        self.close()
+        events: list[Event] = []
+        deadline = self._clock() + CLOSE_TIMEOUT + 1.0
+        while not self.finished and self._clock() < deadline:
+            if self._sock is not None:
+                select.select([self._sock], [], [], 0.05)
+            events += self.poll()
+        return events
+
+    def poll(self, now: float | None = None) -> list[Event]:
+        """Do whatever is due without blocking, and return what happened."""
+        if now is None:
+            now = self._clock()
+        self.more = False
+        if not self._started:
+            self._started = True
+            self._connect(now)
+        phase = self._phase
+        if phase == "connecting":
+            self._check_connect(now)
+        elif phase == "waiting" and now >= self._retry_at:
+            self._connect(now)
+        if self._sock is not None and self._phase in ("handshake", "ready", "closing"):
+            self._read(now)
+        if self._phase == "ready":
+            self._keepalive(now)
+            self._resend_due(now)
+        if self._sock is not None and self._phase in ("handshake", "closing") and (
+            now >= self._deadline
+        ):
+            if self._phase == "closing":
+                self._finish("closed", "closed")
+            else:
+                self._lost(now, "the server did not answer the login in time")
+        self._flush(now)
+        events, self._events = self._events, []
+        return events
+
+    # ------------------------------------------------------------- connection
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        self._events.append(Event(kind, **fields))
+
+    def _set_status(self, status: str, detail: str = "", delay: float = 0.0) -> None:
+        self.status = status
+        self._emit("status", status=status, detail=detail, delay=delay)
+
+    def _resolve(self) -> list[tuple[Any, ...]]:
+        flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
+                                       flags=flags)
+        except socket.gaierror:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_NUMERICSERV)
+        return [(family, address) for family, _, _, _, address in infos]
+
+    def _connect(self, now: float) -> None:
+        """Start a non-blocking connect to the next address."""
+        if self._addresses is None:
+            try:
+                self._addresses = self._resolve()
+            except (socket.gaierror, UnicodeError, OverflowError) as exc:
+                self._fail("unreachable", f"cannot resolve {self.host!r}: {exc}")
+                return
+            self._address_index = 0
+        family, address = self._addresses[self._address_index]
+        self._set_status(RECONNECTING if self._logged_in_once else CONNECTING,
+                         f"connecting to {self.address}")
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        code = sock.connect_ex(address)
+        self._sock = sock
+        self._decoder = Decoder(limits.CLIENT_MAX_FRAME)
+        self._out = bytearray()
+        self._eof = False
+        self._phase = "connecting"
+        self._deadline = now + CONNECT_TIMEOUT
+        if code == 0:
+            self._connected(now)
+        elif code not in _IN_PROGRESS:
+            self._connect_failed(now, os.strerror(code))
+
+    def _check_connect(self, now: float) -> None:
+        assert self._sock is not None
+        try:
+            _, writable, broken = select.select([], [self._sock], [self._sock], 0)
+        except (OSError, ValueError) as exc:
+            self._connect_failed(now, str(exc))
+            return
+        if writable or broken:
+            code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code == 0:
+                self._connected(now)
+            else:
+                self._connect_failed(now, os.strerror(code))
+        elif now >= self._deadline:
+            self._connect_failed(now, f"no answer within {CONNECT_TIMEOUT:g} s")
+
+    def _connect_failed(self, now: float, why: str) -> None:
+        self._drop_socket()
+        assert self._addresses is not None
+        if self._address_index + 1 < len(self._addresses):
+            self._address_index += 1  # e.g. localhost: ::1 refused, try 127.0.0.1
+            self._connect(now)
+            return
+        self._address_index = 0
+        detail = f"cannot connect to {self.address}: {why}"
+        if not self._logged_in_once:
+            self._fail("unreachable", detail)
+        else:
+            self._wait_retry(now, detail)
+
+    def _connected(self, now: float) -> None:
+        hello: Message = {"type": "hello", "proto": limits.PROTO_VERSION, "name": self.name,
+                          "agent": self.agent}
+        if self._logged_in_once:
+            hello["since"] = max(self.last_seq, self._horizon)
+            if self._token is not None:
+                hello["token"] = self._token
+        if self.password is not None:
+            hello["password"] = self.password
+        self._phase = "handshake"
+        self._deadline = now + HANDSHAKE_TIMEOUT
+        self._last_rx = now
+        self._send(hello)
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._out = bytearray()
+        self._history_wanted = None
+        self._ping_sent = False
+        for entry in self._outbox.values():
+            entry.sent = False
+
+    def _wait_retry(self, now: float, detail: str) -> None:
+        """The connection is gone: come back after a backoff delay."""
+        self._drop_socket()
+        if self._closing:
+            self._finish("closed", "closed")
+            return
+        delay = backoff_delay(self._attempt, self._rng)
+        self._attempt += 1
+        self._phase = "waiting"
+        self._retry_at = now + delay
+        self._set_status(RECONNECTING, detail, delay)
+
+    def _lost(self, now: float, detail: str) -> None:
+        if self._phase == "handshake" and not self._logged_in_once:
+            self._fail("unreachable", detail)
+        elif self._phase == "closing":
+            self._finish("closed", "closed")
+        else:
+            self._wait_retry(now, detail)
+
+    def _fail(self, code: str, detail: str) -> None:
+        self._emit("failed", code=code, detail=detail)
+        self._finish(code, detail)
+
+    def _finish(self, code: str, detail: str) -> None:
+        self._drop_socket()
+        self._phase = "done"
+        self.finished = True
+        self._set_status(OFFLINE, detail)
+
+    # ------------------------------------------------------------------ I/O
+
+    def _send(self, message: Message) -> None:
+        self._out += encode(message)
+
+    def _request(self, message: Message) -> bool:
+        if self._phase != "ready":
+            return False
+        self._send(message)
+        return True
+
+    def _queue(self, frame: Message) -> str:
+        ident = uuid.uuid4().hex
+        frame["id"] = ident
+        entry = Pending(ident, frame)
+        self._outbox[ident] = entry
+        if self._phase == "ready":
+            self._send(frame)
+            entry.sent = True
+        return ident
+
+    def _resend_due(self, now: float) -> None:
+        for entry in self._outbox.values():
+            if not entry.sent and now >= entry.not_before:
+                self._send(entry.frame)
+                entry.sent = True
+
+    def _flush(self, now: float) -> None:
+        if self._sock is None or not self._out or self._phase == "connecting":
+            return
+        try:
+            sent = self._sock.send(self._out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(now, f"connection lost: {exc.strerror or exc}")
+            return
+        del self._out[:sent]
+
+    def _read(self, now: float) -> None:
+        sock = self._sock
+        assert sock is not None
+        chunks: list[bytes] = []
+        size = self._decoder.pending
+        while not self._eof and size < READ_AHEAD:
+            try:
+                data = sock.recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._eof = True  # a reset: handle what arrived, then reconnect
+                self._eof_detail = f"connection lost: {exc.strerror or exc}"
+                break
+            if not data:
+                self._eof = True
+                self._eof_detail = "the server closed the connection"
+                break
+            chunks.append(data)
+            size += len(data)
+        if chunks:
+            self._last_rx = now
+            self._ping_sent = False
+        try:
+            messages = self._decoder.feed(b"".join(chunks), limit=self.max_events)
+        except ProtocolError as exc:
+            for message in exc.decoded:
+                self._handle(now, message)
+            if self._sock is sock:
+                self._lost(now, f"the server sent a bad frame ({exc.message})")
+            return
+        self.more = len(messages) >= self.max_events
+        for message in messages:
+            self._handle(now, message)
+            if self._sock is not sock:
+                return  # the connection ended while handling (bye, fatal error)
+        if self._eof and len(messages) < self.max_events:
+            self._lost(now, self._eof_detail)
+
+    def _keepalive(self, now: float) -> None:
+        """Notice a silently dead connection: ping after a quiet heartbeat."""
+        quiet = now - self._last_rx
+        if quiet >= 2 * self._heartbeat:
+            self._lost(now, "the server stopped answering")
+        elif quiet >= self._heartbeat and not self._ping_sent:
+            self._send({"type": "ping", "t": "keepalive"})
+            self._ping_sent = True
+
+    # ------------------------------------------------------------- messages
+
+    def _handle(self, now: float, message: Message) -> None:
+        try:
+            validate(message, SERVER_EVENTS)
+        except ProtocolError:
+            return  # unknown (newer) or malformed frame: ignored, never a crash
+        handler = getattr(self, "_on_" + message["type"], None)
+        if handler is not None:
+            handler(now, message)
+
+    def _on_welcome(self, now: float, message: Message) -> None:
+        if self._phase != "handshake" or not all(isinstance(u, str) for u in message["users"]):
+            return
+        resumed = self._resumed = self._logged_in_once
+        self.welcome = message
+        self.name = message["name"]
+        self._token = message["token"]
+        self.max_text = message["max_text"]
+        self.oldest = message["oldest"]
+        self._heartbeat = max(1.0, float(message["heartbeat"]))
+        self._backlog_end = message["seq"]
+        if not resumed:
+            self._horizon = message["seq"]
+        self._logged_in_once = True
+        self._attempt = 0
+        self._phase = "ready"
+        self.users = {name_key(u): u for u in message["users"]}
+        self._set_status(CONNECTED, f"connected to {self.address}")
+        self._emit("welcome", msg=message, detail="resumed" if resumed else "")
+        self._emit("users", msg={"type": "users", "users": list(self.users.values())})
+        for entry in self._outbox.values():
+            entry.not_before = 0.0
+        self._resend_due(now)
+
+    def _acknowledge(self, message: Message, kind: str) -> None:
+        """An echo of our own ``say``/``pm`` (same id, from us) acknowledges it."""
+        entry = self._outbox.get(message.get("id", ""))
+        if (
+            entry is not None
+            and entry.kind == kind
+            and name_key(message["from"]) == name_key(self.name)
+        ):
+            del self._outbox[entry.ident]
+            self._emit("acked", ident=entry.ident, msg=message)
+
+    def _on_msg(self, now: float, message: Message) -> None:
+        self._acknowledge(message, "say")  # before the seq check: a re-sent original acks too
+        seq = message["seq"]
+        if seq <= self.last_seq:
+            return  # seen already (a resume overlap, or a re-sent original)
+        self.last_seq = seq
+        first_backlog = seq <= self._backlog_end and not self._resumed
+        self._emit("message", msg=message, history=first_backlog)
+
+    def _on_pm(self, now: float, message: Message) -> None:
+        self._acknowledge(message, "pm")
+        self._emit("pm", msg=message)
+
+    def _on_join(self, now: float, message: Message) -> None:
+        self.users[name_key(message["name"])] = message["name"]
+        self._emit("join", msg=message)
+
+    def _on_leave(self, now: float, message: Message) -> None:
+        self.users.pop(name_key(message["name"]), None)
+        self._emit("leave", msg=message)
+
+    def _on_users(self, now: float, message: Message) -> None:
+        names = [u for u in message["users"] if isinstance(u, str)]
+        self.users = {name_key(u): u for u in names}
+        self._emit("users", msg=message)
+
+    def _on_history(self, now: float, message: Message) -> None:
+        msgs: list[Message] = []
+        for item in message["msgs"]:
+            if not isinstance(item, dict):
+                continue
+            candidate = {**item, "type": "msg"}
+            try:
+                validate(candidate, SERVER_EVENTS)
+            except ProtocolError:
+                continue
+            msgs.append(candidate)
+        self._history_wanted = None
+        if not msgs:
+            self.oldest = max(self.oldest, message["before"])  # nothing older is retained
+        self._emit("history", msg={**message, "msgs": msgs}, history=True)
+
+    def _on_ping(self, now: float, message: Message) -> None:
+        reply: Message = {"type": "pong"}
+        if "t" in message:
+            reply["t"] = message["t"]
+        self._send(reply)
+
+    def _on_bye(self, now: float, message: Message) -> None:
+        reason = message["reason"]
+        text = message.get("message")
+        detail = f"the server said bye ({reason})" + (f": {text}" if text else "")
+        if reason in ("kicked", "replaced") or self._phase == "closing":
+            if self._phase == "closing":
+                self._finish("closed", "closed")
+            else:
+                self._fail(reason, detail)
+        else:
+            self._lost(now, detail)
+
+    def _on_error(self, now: float, message: Message) -> None:
+        code = message["code"]
+        ref = message.get("ref")
+        entry = self._outbox.get(ref) if isinstance(ref, str) else None
+        if message["fatal"]:
+            detail = f"{code}: {message['message']}"
+            if code in REFUSALS or not self._logged_in_once:
+                self._fail(code, detail)
+            else:
+                self._lost(now, detail)
+            return
+        ident = ""
+        if entry is not None:
+            ident = entry.ident
+            retry = message.get("retry_after_ms")
+            if code in ("rate_limited", "unavailable"):
+                wait = retry / 1000 if isinstance(retry, int) and retry > 0 else 1.0
+                entry.sent = False
+                entry.not_before = now + wait
+                ident = ""  # still pending: it will be sent again
+            else:
+                del self._outbox[entry.ident]  # refused for good (e.g. no_such_user)
+        if ref is not None and ref == self._history_wanted:
+            self._history_wanted = None
+        self._emit("error", msg=message, code=code, detail=message["message"], ident=ident)

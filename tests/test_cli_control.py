@@ -1,0 +1,177 @@
+"""Operator commands through the CLI against a real server: kick, announce, watch;
+systemd notification from `chatd run`; settings precedence end to end."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import ServerProcess, running_server
+
+CLI_TIMEOUT = 30.0
+TIME = r"\d\d:\d\d:\d\d  "
+
+
+def chatd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "chatd", *args], capture_output=True,
+                          text=True, timeout=CLI_TIMEOUT, check=False,
+                          stdin=subprocess.DEVNULL)
+
+
+class Lines:
+    """Lines of a child's stdout, each awaited with a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        self.buf = b""
+
+    def next(self, timeout: float = 10.0) -> str | None:
+        """The next line, or None at end of file."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            remaining = deadline - time.monotonic()
+            readable, _, _ = select.select([self.fd], [], [], max(0.0, remaining))
+            if not readable:
+                raise AssertionError(f"no line in time; have {self.buf!r}")
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with running_server(tmp_path) as running:
+        yield running
+
+
+def watch(server: ServerProcess) -> tuple[subprocess.Popen[bytes], Lines]:
+    proc = subprocess.Popen([sys.executable, "-m", "chatd", "watch", "--data-dir",
+                             str(server.data_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    return proc, Lines(proc)
+
+
+def test_kick_announce_and_watch(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        where = ("--data-dir", str(server.data_dir))
+        watcher, lines = watch(server)
+        try:
+            assert lines.next() == "online (0): (nobody)"  # printed once the watch is on
+            alice = server.login("alice")
+            alice.send({"type": "say", "text": "hi"})
+            alice.expect("msg", seq=1, text="hi")
+
+            announce = chatd("announce", "hello", "all", *where)
+            assert (announce.returncode, announce.stdout) == (0, "announced\n")
+            assert alice.expect("msg", seq=2, text="hello all")["from"] == "server"
+            empty = chatd("announce", "   ", *where)
+            assert empty.returncode == 1
+            assert "empty_message" in empty.stderr and empty.stderr.count("\n") == 1
+
+            missing = chatd("kick", "bob", *where)
+            assert missing.returncode == 1
+            assert "no_such_user" in missing.stderr and missing.stderr.count("\n") == 1
+            kick = chatd("kick", "ALICE", "--reason", "spam", *where)
+            assert (kick.returncode, kick.stdout) == (0, "kicked ALICE\n")
+            assert alice.wait_closed()[-1] == {"type": "bye", "reason": "kicked",
+                                               "message": "spam"}
+            alice.close()
+
+            expected = [
+                TIME + r"--> alice joined",
+                TIME + r"#1 <alice> hi",
+                TIME + r"#2 <server> hello all",
+                TIME + r"<-- alice left \(kicked\)",
+            ]
+            for pattern in expected:
+                line = lines.next()
+                assert line is not None and re.fullmatch(pattern, line), (pattern, line)
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.wait_exit() == 0
+            line = lines.next()
+            assert line is not None and line.endswith("the server closed the connection")
+            assert watcher.wait(10) == 0
+        finally:
+            watcher.kill()
+            watcher.wait(10)
+            for stream in (watcher.stdout, watcher.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+def test_watch_shows_who_is_online_and_ends_on_ctrl_c(server: ServerProcess) -> None:
+    bob = server.login("bob")
+    bob.send({"type": "bye"})
+    bob.wait_closed()
+    bob.close()
+    carol = server.login("Carol")
+    dave = server.login("dave")
+    watcher, lines = watch(server)
+    try:
+        assert lines.next() == "online (2): Carol, dave"
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(10) == 0
+        assert watcher.stderr is not None and b"Traceback" not in watcher.stderr.read()
+    finally:
+        watcher.kill()
+        watcher.wait(10)
+        for stream in (watcher.stdout, watcher.stderr):
+            if stream is not None:
+                stream.close()
+        carol.close()
+        dave.close()
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_run_notifies_systemd_ready_status_and_stopping(tmp_path: Path, abstract: bool) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if abstract:
+        name = f"chatd-test-notify-{os.getpid()}"
+        sock.bind(b"\0" + name.encode())
+        address = "@" + name
+    else:
+        address = str(tmp_path / "notify.sock")
+        sock.bind(address)
+    sock.settimeout(10)
+    try:
+        with running_server(tmp_path, env={"NOTIFY_SOCKET": address}) as server:
+            ready = sock.recv(4096).decode().splitlines()
+            assert "READY=1" in ready
+            assert f"STATUS=listening on {server.host}:{server.port}" in ready
+            server.proc.send_signal(signal.SIGTERM)
+            states = []
+            while "STOPPING=1" not in states:
+                states.extend(sock.recv(4096).decode().splitlines())
+            assert server.wait_exit() == 0
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "config", "expected"),
+    [("30", "20", "10", 30), (None, "20", "10", 20), (None, None, "10", 10)],
+)
+def test_settings_precedence_reaches_the_server(
+    tmp_path: Path, flag: str | None, env: str | None, config: str, expected: int
+) -> None:
+    config_file = tmp_path / "chatd.toml"
+    config_file.write_text(f"max-text = {config}\n")
+    flags = ["--config", str(config_file)] + (["--max-text", flag] if flag else [])
+    env_vars = {"CHATD_MAX_TEXT": env} if env else None
+    with running_server(tmp_path, *flags, env=env_vars) as server, \
+            server.login("alice") as alice:
+        assert alice.welcome["max_text"] == expected

@@ -1,0 +1,54 @@
+"""Operator views: the status table and the watch lines."""
+
+from __future__ import annotations
+
+import datetime
+
+from chatd import views
+
+
+def _status(**extra: object) -> dict[str, object]:
+    return {
+        "type": "status", "ref": "c1", "server": "chatd/1.0.0", "uptime_s": 3725,
+        "clients": 3, "users": ["bob", "Alice"], "seq": 41, "msgs_in": 12,
+        "frames_out": 12345, "bytes_in": 1000, "bytes_out": 2000000, **extra,
+    }
+
+
+def test_duration() -> None:
+    assert views.duration(5) == "5s"
+    assert views.duration(65) == "1m 05s"
+    assert views.duration(3725) == "1h 02m 05s"
+    assert views.duration(2 * 86400 + 3600 + 120) == "2d 01h 02m"
+
+
+def test_status_table_shows_counters_then_users() -> None:
+    lines = views.status_table(_status(port=7000))
+    text = "\n".join(lines)
+    assert lines[0].split() == ["server", "chatd/1.0.0"]
+    assert "uptime       1h 02m 05s" in text
+    assert "frames out   12,345" in text
+    assert "bytes out    2,000,000" in text
+    assert "port         7000" in lines  # members beyond the contract are shown too
+    assert "ref" not in text and "type" not in text
+    users_at = lines.index("users online: 2")
+    assert lines[users_at + 1:] == ["  Alice", "  bob"]
+
+
+def test_status_table_with_nobody_online() -> None:
+    lines = views.status_table(_status(users=[]))
+    assert lines[-1] == "users online: 0"
+
+
+def test_event_lines() -> None:
+    ts = 1_700_000_000_123
+    hhmmss = datetime.datetime.fromtimestamp(ts / 1000).strftime("%H:%M:%S")
+    say = {"type": "msg", "seq": 7, "ts": ts, "from": "Alice", "text": "hi\nthere"}
+    assert views.event_line(say) == f"{hhmmss}  #7 <Alice> hi\n{' ' * 11}there"
+    join = {"type": "join", "name": "bob", "ts": ts}
+    assert views.event_line(join) == f"{hhmmss}  --> bob joined"
+    leave = {"type": "leave", "name": "bob", "ts": ts, "reason": "kicked"}
+    assert views.event_line(leave) == f"{hhmmss}  <-- bob left (kicked)"
+    assert views.event_line({"type": "pong", "t": 1}) is None
+    assert views.online_line({"users": ["b", "A"]}) == "online (2): A, b"
+    assert views.online_line({"users": []}) == "online (0): (nobody)"

@@ -1,0 +1,332 @@
+"""``chatgui`` for real: windows on an Xvfb display started by the test, driven
+with xdotool like a user would, checked through the server's control socket
+(``watch``) and through each window's own state (``--state-file``).
+
+Xvfb picks a free display itself (``-displayfd``). Closing a window is done as
+a window manager does it, with a ``WM_DELETE_WINDOW`` client message (sent with
+libX11 through ctypes: there is no window manager on the bare display).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol import encode
+from tests.support import TestClient, running_server
+
+WAIT = 15.0
+
+
+@pytest.fixture(scope="module")
+def display() -> Iterator[str]:
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        pass_fds=[write_end], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    number = b""
+    deadline = time.monotonic() + WAIT
+    try:
+        while not number.endswith(b"\n"):
+            ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise AssertionError("Xvfb did not start in time")
+            chunk = os.read(read_end, 16)
+            if not chunk:
+                raise AssertionError(f"Xvfb exited with {proc.wait(WAIT)}")
+            number += chunk
+        yield f":{int(number)}"
+    finally:
+        os.close(read_end)
+        proc.terminate()
+        try:
+            proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(WAIT)
+
+
+def wait_for(what: str, cond: Callable[[], Any], timeout: float = WAIT) -> Any:
+    """Poll ``cond`` until it returns something true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        select.select([], [], [], 0.05)
+
+
+def send_wm_delete(display: str, window: int) -> None:
+    """What a window manager's close button does: a WM_DELETE_WINDOW message."""
+    x11 = ctypes.cdll.LoadLibrary(ctypes.util.find_library("X11") or "libX11.so.6")
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XInternAtom.restype = ctypes.c_ulong
+    x11.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    x11.XFlush.argtypes = [ctypes.c_void_p]
+    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+
+    class ClientMessage(ctypes.Structure):
+        _fields_ = [("type", ctypes.c_int), ("serial", ctypes.c_ulong),
+                    ("send_event", ctypes.c_int), ("display", ctypes.c_void_p),
+                    ("window", ctypes.c_ulong), ("message_type", ctypes.c_ulong),
+                    ("format", ctypes.c_int), ("l", ctypes.c_long * 5)]
+
+    class XEvent(ctypes.Union):
+        _fields_ = [("xclient", ClientMessage), ("pad", ctypes.c_long * 24)]
+
+    x11.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long,
+                               ctypes.POINTER(XEvent)]
+    dpy = x11.XOpenDisplay(display.encode())
+    assert dpy, f"cannot open display {display}"
+    try:
+        event = XEvent()
+        event.xclient.type = 33  # ClientMessage
+        event.xclient.window = window
+        event.xclient.message_type = x11.XInternAtom(dpy, b"WM_PROTOCOLS", 0)
+        event.xclient.format = 32
+        event.xclient.l[0] = x11.XInternAtom(dpy, b"WM_DELETE_WINDOW", 0)
+        assert x11.XSendEvent(dpy, window, 0, 0, ctypes.byref(event))
+        x11.XFlush(dpy)
+    finally:
+        x11.XCloseDisplay(dpy)
+
+
+class Gui:
+    """One ``chatgui`` process and what its window shows."""
+
+    def __init__(self, display: str, tmp: Path, label: str, *args: str) -> None:
+        self.display = display
+        self.state_file = tmp / f"{label}.state.json"
+        self.env = {**os.environ, "DISPLAY": display,
+                    "CHATGUI_SETTINGS": str(tmp / f"{label}.settings.json")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chatgui", "--state-file", str(self.state_file), *args],
+            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+
+    def state(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.state_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return {}
+
+    def wait(self, what: str, cond: Callable[[dict[str, Any]], Any],
+             timeout: float = WAIT) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            assert self.proc.poll() is None or cond(self.state()), (
+                f"chatgui exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+            state = self.state()
+            return state if state and cond(state) else None
+        try:
+            result: dict[str, Any] = wait_for(what, check, timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the window shows {self.state()}") from None
+        return result
+
+    def xdotool(self, *args: str) -> str:
+        done = subprocess.run(["xdotool", *args], env=self.env, capture_output=True,
+                              text=True, timeout=WAIT, check=False)
+        return done.stdout.strip()
+
+    def window(self, title_regex: str) -> int:
+        """The X window whose title matches (ASCII: xdotool matches bytes)."""
+        found = wait_for(f"window {title_regex!r}", lambda: self.xdotool(
+            "search", "--onlyvisible", "--name", title_regex))
+        return int(found.split()[0])
+
+    def type_line(self, window: int, text: str, key: str = "Return") -> None:
+        self.xdotool("windowraise", str(window))  # no window manager: windows overlap
+        self.xdotool("windowfocus", "--sync", str(window))
+        if text:
+            self.xdotool("type", "--delay", "5", text)
+        self.xdotool("key", key)
+
+    def lines(self, style: str | None = None) -> list[str]:
+        return [line["text"] for line in self.state().get("lines", [])
+                if style is None or line["style"] == style]
+
+    def exit_code(self) -> int:
+        return self.proc.wait(WAIT)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(WAIT)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@contextlib.contextmanager
+def gui(display: str, tmp: Path, label: str, *args: str) -> Iterator[Gui]:
+    window = Gui(display, tmp, label, *args)
+    try:
+        yield window
+    finally:
+        window.stop()
+
+
+def watcher(server: Any) -> TestClient:
+    watch: TestClient = server.control()
+    watch.send({"type": "watch"})
+    watch.expect("ok")
+    return watch
+
+
+def next_msg(watch: TestClient) -> dict[str, Any]:
+    return watch.drain_until(lambda m: m["type"] == "msg", timeout=WAIT)[-1]
+
+
+def connected(state: dict[str, Any]) -> bool:
+    return state.get("status") == "connected"
+
+
+def test_two_windows_talk_and_close_with_bye(display, tmp_path):
+    with running_server(tmp_path) as server, watcher(server) as watch, \
+            gui(display, tmp_path, "alice", "--name", "alice", "--port", str(server.port)) as a, \
+            gui(display, tmp_path, "bob", "--name", "bob", "--port", str(server.port)) as b:
+        for window in (a, b):
+            window.wait("both online", lambda s: connected(s) and len(s["users"]) == 2)
+        state = a.state()
+        assert state["title"] == f"alice @ 127.0.0.1:{server.port} — chat"
+        assert state["input_focus"] and b.state()["input_focus"]
+        alice_window = a.window("^alice @ ")
+        bob_window = b.window("^bob @ ")
+        assert a.xdotool("getwindowname", str(alice_window)) == state["title"]
+
+        a.type_line(alice_window, "hello bob")
+        said = next_msg(watch)
+        assert (said["from"], said["text"]) == ("alice", "hello bob")
+        b.wait("bob sees it", lambda s: any(
+            ln["style"] == "other" and ln["text"].endswith("<alice> hello bob")
+            for ln in s["lines"]))
+        a.wait("alice sees it as her own",
+               lambda s: any(ln["style"] == "own" for ln in s["lines"]) and not s["pending"])
+
+        a.type_line(alice_window, "")  # Enter on an empty input: nothing is sent
+        a.type_line(alice_window, "line one", key="shift+Return")
+        a.type_line(alice_window, "line two")
+        assert next_msg(watch)["text"] == "line one\nline two"
+
+        row = b.state()["user_rows"]["alice"]
+        b.xdotool("windowraise", str(bob_window))  # no window manager: windows overlap
+        b.xdotool("mousemove", str(row[0] + row[2] // 2), str(row[1] + row[3] // 2),
+                  "click", "--repeat", "2", "--delay", "80", "1")
+        b.wait("a private message started", lambda s: s["input"] == "/msg alice ")
+        b.type_line(bob_window, "psst")
+        a.wait("alice gets the pm", lambda s: any(
+            ln["style"] == "pm" and ln["text"].endswith("[bob -> alice] psst")
+            for ln in s["lines"]))
+
+        a.type_line(alice_window, "/who")
+        a.wait("who answered", lambda s: any("online (2): alice, bob" in ln["text"]
+                                            for ln in s["lines"]))
+
+        send_wm_delete(display, alice_window)  # the window manager's close button
+        left = watch.drain_until(lambda m: m["type"] == "leave", timeout=WAIT)[-1]
+        assert (left["name"], left["reason"]) == ("alice", "quit")
+        assert a.exit_code() == 0
+        b.wait("alice gone from bob's list", lambda s: s["users"] == ["bob"])
+
+        b.type_line(bob_window, "/quit")
+        left = watch.drain_until(lambda m: m["type"] == "leave", timeout=WAIT)[-1]
+        assert (left["name"], left["reason"]) == ("bob", "quit")
+        assert b.exit_code() == 0
+
+
+def test_window_survives_server_restart_and_sends_once(display, tmp_path):
+    db = str(tmp_path / "history.sqlite3")
+    with running_server(tmp_path, db=db) as server:
+        port = server.port
+        window = Gui(display, tmp_path, "alice", "--name", "alice", "--port", str(port))
+        try:
+            window.wait("connected", connected)
+            wid = window.window("^alice @ ")
+            server.proc.send_signal(signal.SIGKILL)
+            server.proc.wait(WAIT)
+            window.wait("reconnecting", lambda s: s["status"] == "reconnecting"
+                        and s["status_text"].startswith("reconnecting"))
+            window.type_line(wid, "typed while the server was down")
+            window.wait("shown as pending",
+                        lambda s: s["pending"] and "pending" in s["status_text"])
+            with running_server(tmp_path, "--port", str(port), db=db) as again, \
+                    watcher(again) as watch:
+                window.wait("sent after the restart",
+                            lambda s: connected(s) and not s["pending"], timeout=40)
+                mine = [t for t in window.lines("own") if t.endswith("server was down")]
+                assert len(mine) == 1
+                with again.login("carol") as carol:
+                    texts = [m.get("text") for m in carol.barrier()]
+                assert texts.count("typed while the server was down") == 1
+                window.type_line(wid, "/quit")
+                left = watch.drain_until(
+                    lambda m: m["type"] == "leave" and m["name"] == "alice", timeout=WAIT)
+                assert left[-1]["reason"] == "quit"
+                assert window.exit_code() == 0
+        finally:
+            window.stop()
+
+
+def test_flood_keeps_the_log_bounded(display, tmp_path):
+    total = 5000
+    with running_server(tmp_path, "--rate", "0") as server, \
+            gui(display, tmp_path, "reader", "--name", "reader", "--port", str(server.port),
+                "--max-lines", "300") as reader, server.login("writer") as writer:
+        reader.wait("connected", connected)
+        batch = b"".join(encode({"type": "say", "text": f"flood {i}"}) for i in range(total))
+        writer.send_raw(batch)
+        state = reader.wait("everything arrived", lambda s: s["messages"] >= total, timeout=60)
+        assert state["line_count"] <= 300 + 500  # the bound plus one trim batch
+        assert len(state["lines"]) <= 300 + 500
+        assert state["lines"][-1]["text"].endswith(f"flood {total - 1}")
+        assert state["status"] == "connected"
+
+
+def test_login_window_shows_refusals_and_remembers(display, tmp_path):
+    with running_server(tmp_path) as server, server.login("carol"):
+        port = str(server.port)
+        with gui(display, tmp_path, "login", "--port", port) as login:
+            wid = login.window("log in$")
+            login.wait("the login window", lambda s: s.get("window") == "login")
+            login.type_line(wid, "bad name!")
+            login.wait("name rule shown", lambda s: s["error"].startswith("Name:"))
+            login.xdotool("key", "--clearmodifiers", *["BackSpace"] * 9)
+            login.type_line(wid, "Carol")
+            login.wait("name_taken shown", lambda s: "name_taken" in s["error"])
+            login.xdotool("key", *["BackSpace"] * 5)
+            login.type_line(wid, "dave")
+            login.wait("logged in", connected)
+            login.type_line(login.window("^dave @ "), "/quit")
+            assert login.exit_code() == 0
+        with gui(display, tmp_path, "login", "--port", port) as again:
+            state = again.wait("remembered", lambda s: s.get("window") == "login")
+            assert (state["name"], state["host"], state["port"]) == ("dave", "127.0.0.1", port)
+
+
+def test_monitor_shows_users_and_messages(display, tmp_path):
+    with running_server(tmp_path) as server, server.login("carol") as carol, \
+            gui(display, tmp_path, "monitor", "--monitor", "--control",
+                str(server.control_path)) as monitor:
+        monitor.wait("carol online", lambda s: s.get("connected") and s["users"] == ["carol"])
+        carol.send({"type": "say", "text": "hello operators"})
+        monitor.wait("the message", lambda s: any(
+            ln["text"].endswith("<carol> hello operators") for ln in s["lines"]))
+        with server.login("dave"):
+            monitor.wait("dave joined", lambda s: s["users"] == ["carol", "dave"])
+        monitor.wait("dave left", lambda s: s["users"] == ["carol"])

@@ -1,0 +1,162 @@
+"""Settings: precedence flag > environment > config file > default, and bad values."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from chatd.settings import SETTINGS, SettingError, Settings, resolve
+from protocol import limits
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "chatd.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_are_the_contract_defaults() -> None:
+    settings = resolve({}, environ={})
+    assert settings.port == limits.DEFAULT_PORT
+    assert settings.host == limits.DEFAULT_HOST
+    assert settings.max_frame == limits.DEFAULT_MAX_FRAME
+    assert settings.max_clients == limits.DEFAULT_MAX_CLIENTS
+    assert settings.rate == limits.DEFAULT_RATE
+    assert settings.grace == 5.0
+    assert settings.password is None
+    assert settings.data_dir.is_absolute()
+    assert settings.control_path == settings.data_dir / "control.sock"
+    assert settings.pid_path.parent == settings.data_dir
+    assert settings.log_path.parent == settings.data_dir
+
+
+def test_every_setting_is_a_field_and_its_default_parses_back() -> None:
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    assert {s.name for s in SETTINGS} == fields
+    defaults = Settings()
+    for setting in SETTINGS:
+        value = getattr(defaults, setting.name)
+        if value is not None:
+            assert setting.parse(str(value)) == value, setting.name
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "config", "expected"),
+    [
+        (None, None, None, limits.DEFAULT_MAX_CLIENTS),
+        (None, None, "30", 30),
+        (None, "20", "30", 20),
+        ("10", "20", "30", 10),
+        ("10", None, None, 10),
+        ("10", None, "30", 10),
+    ],
+)
+def test_precedence_flag_env_config_default(
+    tmp_path: Path, flag: str | None, env: str | None, config: str | None, expected: int
+) -> None:
+    environ = {} if env is None else {"CHATD_MAX_CLIENTS": env}
+    config_file = None if config is None else _config(tmp_path, f"max_clients = {config}\n")
+    settings = resolve({"max_clients": flag}, environ=environ, config_file=config_file)
+    assert settings.max_clients == expected
+
+
+def test_config_file_from_environment_and_flag_wins(tmp_path: Path) -> None:
+    from_env = _config(tmp_path, "port = 7001\n")
+    assert resolve({}, environ={"CHATD_CONFIG": str(from_env)}).port == 7001
+    other = tmp_path / "other.toml"
+    other.write_text("port = 7002\n", encoding="utf-8")
+    settings = resolve({}, environ={"CHATD_CONFIG": str(from_env)}, config_file=other)
+    assert settings.port == 7002
+
+
+def test_config_keys_take_dashes_or_underscores(tmp_path: Path) -> None:
+    config = _config(tmp_path, 'max-text = 100\nhandshake_timeout = 2.5\nsync = "full"\n')
+    settings = resolve({}, environ={}, config_file=config)
+    assert (settings.max_text, settings.handshake_timeout, settings.sync) == (100, 2.5, "full")
+
+
+def test_empty_environment_variable_counts_as_unset() -> None:
+    assert resolve({}, environ={"CHATD_PORT": ""}).port == limits.DEFAULT_PORT
+
+
+def test_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = resolve({"data_dir": "data", "db": "h.sqlite3", "control": "c.sock"}, environ={})
+    assert settings.data_dir == tmp_path / "data"
+    assert settings.db_path == str(tmp_path / "h.sqlite3")
+    assert settings.control_path == tmp_path / "c.sock"
+    assert resolve({"db": ":memory:"}, environ={}).db_path == ":memory:"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve({"data_dir": "~/d"}, environ={}).data_dir == tmp_path / "d"
+
+
+def test_log_level_is_case_insensitive() -> None:
+    assert resolve({"log_level": "debug"}, environ={}).log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("port", "abc"),
+        ("port", "65536"),
+        ("port", "-1"),
+        ("host", ""),
+        ("max_frame", "0"),
+        ("max_frame", str(limits.CLIENT_MAX_FRAME + 1)),
+        ("max_text", "1.5"),
+        ("max_clients", "0"),
+        ("max_outbuf", "lots"),
+        ("rate", "-1"),
+        ("rate", "nan"),
+        ("rate", "inf"),
+        ("burst", "0"),
+        ("heartbeat", "0"),
+        ("handshake_timeout", "-3"),
+        ("backlog", "-1"),
+        ("history", "0"),
+        ("password", ""),
+        ("grace", "soon"),
+        ("sync", "off"),
+        ("log_level", "chatty"),
+        ("data_dir", ""),
+    ],
+)
+def test_bad_value_is_a_one_line_error_naming_the_setting(name: str, bad: str) -> None:
+    with pytest.raises(SettingError) as info:
+        resolve({name: bad}, environ={})
+    message = str(info.value)
+    assert "\n" not in message
+    assert name in message and "--" + name.replace("_", "-") in message
+    if bad:  # an empty environment variable means "unset"
+        with pytest.raises(SettingError, match="CHATD_" + name.upper()):
+            resolve({}, environ={"CHATD_" + name.upper(): bad})
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("max_clients = 0\n", "bad max_clients"),
+        ("max_clinets = 5\n", "unknown setting 'max_clinets'"),
+        ("port = \n", "not valid TOML"),
+        ("port = true\n", "not a string or number"),
+        ("host = [1, 2]\n", "not a string or number"),
+        ("[server]\nport = 1\n", "unknown setting 'server'"),
+        ("port = 7000.0\n", "must be an integer"),
+    ],
+)
+def test_bad_config_file_is_a_one_line_error(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(SettingError) as info:
+        resolve({}, environ={}, config_file=_config(tmp_path, text))
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_or_undecodable_config_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingError, match="cannot read config file"):
+        resolve({}, environ={}, config_file=tmp_path / "absent.toml")
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"port = \xff\n")
+    with pytest.raises(SettingError, match="not valid TOML"):
+        resolve({}, environ={}, config_file=binary)
