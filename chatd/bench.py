@@ -39,6 +39,7 @@ import json
 import multiprocessing
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -480,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, file=out, flush=True)
 
     bench = Bench(args, say)
+    # SIGTERM unwinds like Ctrl-C, so the server and generators are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise_nofile()
     if args.realtime:
         try:  # inherited by the generators and the server started from here

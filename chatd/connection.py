@@ -14,6 +14,7 @@ offset into the first one. A turn's broadcast blob is shared by every recipient
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 from protocol import Decoder
@@ -44,14 +45,22 @@ class Asked(bytes):
     """
 
 
+class Welcome(Asked):
+    """A welcome and the first part of its backlog (see Connection.backlog)."""
+
+
 class Connection:
     """One client or control connection, as the chat core sees it."""
 
     __slots__ = (
+        "backlog",
         "cursor",
         "decoder",
         "events",
         "exempt",
+        "held",
+        "held_asked",
+        "held_len",
         "key",
         "kind",
         "label",
@@ -85,6 +94,13 @@ class Connection:
         self.exempt: list[list[int]] | None = None  # [start, end) stream offsets
         self.staged: list[Any] | None = None  # this turn's unicasts (see chatd.turn)
         self.staged_bytes = 0  # bytes of this turn's unicasts (replies) to it
+        # A long backlog is streamed as the client reads it: ``backlog`` is the
+        # rest of it, and the live output meanwhile waits in ``held`` (it must
+        # follow the whole backlog): ``held_len`` bytes, ``held_asked`` of them asked for.
+        self.backlog: Iterator[Any] | None = None
+        self.held: list[bytes] | None = None
+        self.held_len = 0
+        self.held_asked = 0
         self.cursor = 0  # this turn's broadcasts already staged for this connection
         self.last_rx = now
         self.ping_at = 0.0  # when the unanswered heartbeat ping went out, 0 if none
@@ -100,9 +116,29 @@ class Connection:
     # --- out-buffer ------------------------------------------------------
 
     def push(self, chunk: bytes) -> None:
-        """Append whole frames to the out-buffer (by reference, no copy)."""
+        """Append whole frames to the output (by reference, no copy): to the
+        out-buffer, or behind a backlog still streaming."""
         if not chunk:
             return
+        if self.held is not None:
+            self.held.append(chunk)
+            self.held_len += len(chunk)
+            if isinstance(chunk, Asked):
+                self.held_asked += len(chunk)
+            return
+        self.queue(chunk)
+        if type(chunk) is Welcome and self.backlog is not None:
+            self.held = []
+
+    def release_held(self) -> None:
+        """The backlog is all out: the output held behind it follows."""
+        held, self.held = self.held, None
+        self.held_len = self.held_asked = 0
+        for chunk in held or ():
+            self.queue(chunk)
+
+    def queue(self, chunk: bytes) -> None:
+        """Append whole frames to the out-buffer itself."""
         if isinstance(chunk, Asked):
             start = self.sent_total + self.out_len
             if self.exempt is None:
@@ -136,11 +172,12 @@ class Connection:
 
     def counted(self) -> int:
         """Unsent bytes that count toward ``max_outbuf`` (asked-for bytes do not)."""
+        held = self.held_len - self.held_asked
         if self.exempt is None:
-            return self.out_len
+            return self.out_len + held
         done = self.sent_total
         exempt = sum(end - max(start, done) for start, end in self.exempt if end > done)
-        return self.out_len - exempt
+        return self.out_len + held - exempt
 
     def mid_frame(self) -> bool:
         """Whether a frame has partly gone out (only the head chunk can tell)."""
@@ -157,6 +194,9 @@ class Connection:
         self.out_off = 0
         self.out_len = 0
         self.exempt = None
+        self.backlog = None
+        self.held = None
+        self.held_len = self.held_asked = 0
 
     # --- token bucket ------------------------------------------------------
 

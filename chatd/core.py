@@ -19,7 +19,7 @@ import json
 import logging
 import secrets
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from chatd import __version__
@@ -33,6 +33,7 @@ from chatd.connection import (
     WATCHER,
     Asked,
     Connection,
+    Welcome,
 )
 from chatd.history import History, Stored
 from chatd.settings import Settings
@@ -61,6 +62,7 @@ ANNOUNCER = "server"  # the ``from`` of an operator's announcement
 FRAMES_PER_TURN = 64  # requests handled per connection per turn (fairness)
 UNAVAILABLE_RETRY_MS = 1000  # what ``unavailable`` asks a sender to wait
 TOKEN_BYTES = 24  # session token: 192 random bits
+BACKLOG_BURST = 256 * 1024  # backlog bytes queued at a time (see Core._burst)
 RECENT_FRAMES = 1024  # encoded msg frames cached for backlogs (at least ``backlog``)
 
 _FREE = frozenset({"pong", "bye"})  # requests that take no rate token (contract §7)
@@ -141,7 +143,7 @@ class Core:
             self.conns.add(conn)
         return conn
 
-    def receive(self, conn: Connection, data: bytes) -> None:
+    def receive(self, conn: Connection, data: bytes | memoryview) -> None:
         """Bytes from a connection (``b""``: continue with frames left over).
 
         Handles at most FRAMES_PER_TURN frames; the rest stay in the decoder and
@@ -157,7 +159,7 @@ class Core:
         max_outbuf = self.settings.max_outbuf
         try:
             while True:
-                backlogged = conn.out_len + conn.staged_bytes
+                backlogged = conn.out_len + conn.held_len + conn.staged_bytes
                 if backlogged > max_outbuf:
                     # Its replies wait unread: leave its requests in the decoder
                     # (the loop stops reading it) rather than grow memory.
@@ -439,9 +441,10 @@ class Core:
             self.commit()  # the backlog must hold every message accepted so far
             since = msg.get("since")
             if since is not None:
-                backlog = list(self.history.after(since))
+                source = self.history.after(since)
             else:
-                backlog = self.history.latest(settings.backlog) if settings.backlog else []
+                source = iter(self.history.latest(settings.backlog) if settings.backlog else [])
+            backlog, rest = self._burst(source)
         except ProtocolError as exc:
             if exc.ref is None:
                 exc.ref = ref
@@ -454,11 +457,11 @@ class Core:
                 retry_after_ms=UNAVAILABLE_RETRY_MS,
             ))
             return
-        self._login(conn, key, name, old=old, backlog=backlog, ref=ref)
+        self._login(conn, key, name, old=old, backlog=backlog, rest=rest, ref=ref)
 
     def _login(
         self, conn: Connection, key: str, name: str, *, old: Connection | None,
-        backlog: list[Stored], ref: str | None,
+        backlog: list[bytes], rest: Iterator[Stored] | None, ref: str | None,
     ) -> None:
         settings = self.settings
         if old is not None:  # takeover: same session, new connection
@@ -472,10 +475,9 @@ class Core:
         if self._roster is not None:
             self._roster = self._roster[:-1] + (b"," if len(self.users) > 1 else b"") + \
                 _json_bytes(name) + b"]"
-        welcome = self._welcome(conn, ref)
-        frames = [welcome]
-        frames.extend(self._msg_frame(stored) for stored in backlog)
-        self.turn.unicast(conn, Asked(b"".join(frames)), len(frames))
+        frames = [self._welcome(conn, ref), *backlog]
+        conn.backlog = rest
+        self.turn.unicast(conn, Welcome(b"".join(frames)), len(frames))
         conn.state = USER
         conn.decoder.max_frame = settings.max_frame
         conn.tokens = float(settings.burst)
@@ -486,6 +488,39 @@ class Core:
         self.turn.skip_to_end(conn)
         self.audience.add(conn)
         self.timers.schedule(self.now + settings.heartbeat, conn, "heartbeat")
+
+    def _burst(self, source: Iterator[Stored]) -> tuple[list[bytes], Iterator[Stored] | None]:
+        """The next BACKLOG_BURST bytes of backlog frames, and the rest (None
+        once ``source`` is exhausted). A long backlog goes out as the client
+        reads it, not all at once into memory."""
+        frames: list[bytes] = []
+        size = 0
+        for stored in source:
+            frame = self._msg_frame(stored)
+            frames.append(frame)
+            size += len(frame)
+            if size >= BACKLOG_BURST:
+                return frames, source
+        return frames, None
+
+    def refill(self, conn: Connection) -> None:
+        """The client read what it had: queue the next part of its backlog,
+        and after the last part the live output held behind it."""
+        source = conn.backlog
+        if source is None:
+            return
+        try:
+            frames, conn.backlog = self._burst(source)
+        except Exception as exc:  # the store could not be read
+            log.error("cannot read history for the backlog of %s: %s", conn.label, exc)
+            conn.drop_output()
+            self._close(conn, None, "error", stage=False)
+            return
+        if frames:
+            conn.queue(Asked(b"".join(frames)))
+            self.frames_out += len(frames)
+        if conn.backlog is None:
+            conn.release_held()
 
     def roster(self) -> bytes:
         """The JSON array of online names, in login order (welcome and ``users``).

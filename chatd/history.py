@@ -188,10 +188,13 @@ class MemoryHistory:
         pass
 
 
-#: Messages an on-disk store keeps in memory (at least ``backlog``): backlogs,
-#: recent ``since`` resumes, recent ``history`` pages and recent ids are served
-#: from here without touching the disk.
-TAIL_SIZE = 4096
+#: Messages an on-disk store keeps in memory (at least ``backlog``, at most
+#: ``history``): backlogs, ``since`` resumes, ``history`` pages and the id
+#: checks of ``say`` within them are served without touching the disk. As many
+#: as the default retention, so that by default a ``say`` with a new id (what
+#: every client with an outbox sends) never waits on an index lookup on disk;
+#: at a few hundred bytes a message, that is a few MiB.
+TAIL_SIZE = 10_000
 
 
 def open_history(settings: Settings) -> History:

@@ -10,9 +10,16 @@ One thread, one ``selectors.DefaultSelector``, non-blocking sockets. A turn:
 3. run due timers and act on signals;
 4. ``core.end_turn()``: group commit, then the staged frames go to out-buffers;
 5. at most ONE ``send``/``sendmsg`` per connection, capped in bytes; what is
-   left waits for ``EVENT_WRITE``, registered only while output remains;
+   left waits for ``EVENT_WRITE``, registered only while output remains.
+   Output that is only presence (``join``/``leave``) may wait a moment to go
+   out with more (see ``Server._defer``); a streamed backlog is refilled as
+   the client reads it; a connection over ``max_outbuf`` is a slow consumer;
 6. reap: a closing connection whose last frame is out gets ``shutdown(SHUT_WR)``
    and lingers (reading and discarding) for up to a second before ``close``.
+
+Backpressure: a connection whose unsent output (asked-for bytes included) is
+over ``max_outbuf`` is neither read nor served until it drains, so a client
+that asks without reading cannot grow the server's memory.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, cast
+from typing import Any
 
 from chatd.connection import CHAT, CLOSED, CLOSING, CONTROL, LINGER, Connection
 from chatd.core import Core
@@ -44,6 +51,7 @@ log = logging.getLogger("chatd")
 READ_SIZE = 256 * 1024  # one recv per connection per turn
 WRITE_CAP = 256 * 1024  # bytes offered to one send per connection per turn
 MAX_IOV = 64  # chunks handed to one sendmsg
+BACKLOG_LOW = 64 * 1024  # queue more of a streamed backlog below this many bytes
 ACCEPTS_PER_TURN = 64
 LISTEN_BACKLOG = 4096
 LINGER_S = 1.0  # contract §3.5: keep reading this long after our last frame
@@ -290,7 +298,7 @@ class Server:
                 else:
                     self._drain_wakeup()
             for conn in carry:
-                if conn.out_len > limit:  # backpressure: wait until it reads
+                if conn.out_len + conn.held_len > limit:  # backpressure: wait until it reads
                     self.parked.add(conn)
                 else:
                     core.receive(conn, b"")
@@ -371,11 +379,11 @@ class Server:
             conn.sock = sock
             conn.events = selectors.EVENT_READ
             self.sel.register(sock, selectors.EVENT_READ, conn)
-            if conn.state == CLOSING:
-                self.closing.add(conn)
+            self.fd_warned = False  # the next shortage is worth a log line again
 
     def _pause_accepting(self, exc: OSError) -> None:
-        """Out of descriptors: stop listening a moment instead of spinning."""
+        """Out of descriptors: stop listening a moment instead of spinning
+        (logged once per shortage, not every ACCEPT_BACKOFF_S)."""
         if not self.fd_warned:
             log.warning("cannot accept: %s; pausing accepts", exc.strerror)
             self.fd_warned = True
@@ -417,7 +425,7 @@ class Server:
             self._drop(conn)
             return
         # The decoder copies what it keeps, so the shared buffer can be lent.
-        core.receive(conn, cast(bytes, self.rview[:count]))
+        core.receive(conn, self.rview[:count])
 
     def _defer(self, lazy: list[Connection], now: float) -> None:
         """Presence-only output waits up to PRESENCE_DELAY_PER_MEMBER_S times
@@ -450,16 +458,18 @@ class Server:
                 continue
             if conn.out is not None and not self._send(conn):
                 continue
-            if conn.out is not None and conn.state < CLOSING and conn.counted() > limit:
+            if conn.state < CLOSING and conn.counted() > limit:
                 if core.overflow(conn):
                     self._send(conn)
                 self._drop(conn)
                 continue
+            if conn.backlog is not None and conn.out_len < BACKLOG_LOW:
+                core.refill(conn)
             if conn.state == CLOSING and conn.out is None:
                 self._start_linger(conn)
             else:
                 self._register(conn)
-                if conn in self.parked and conn.out_len <= limit:
+                if conn in self.parked and conn.out_len + conn.held_len <= limit:
                     self.parked.discard(conn)
                     core.pending_input.add(conn)
 
@@ -500,7 +510,7 @@ class Server:
         events = 0
         if conn.out is not None:
             events = selectors.EVENT_WRITE
-        if conn.state >= CLOSING or conn.out_len <= self.settings.max_outbuf:
+        if conn.state >= CLOSING or conn.out_len + conn.held_len <= self.settings.max_outbuf:
             events |= selectors.EVENT_READ
         if events != conn.events:
             if events:

@@ -48,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import tkinter
+
+    try:
+        tkinter.Tk().destroy()  # fail with one line, not a traceback, without a display
+    except tkinter.TclError as exc:
+        print(f"chatgui: cannot open a window: {exc}", file=sys.stderr)
+        return 1
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     import PySimpleGUI as sg  # imported here so ``--help`` works without a display
 
     sg.theme("LightGrey1")

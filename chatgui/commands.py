@@ -13,7 +13,8 @@ HELP = """commands:
   /who             list who is online
   /quit            leave the chat
   /help            this help
-  //text           a message that starts with '/'"""
+  //text           a message that starts with '/'
+in the window, Enter sends and Shift+Enter starts a new line"""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from chatd.control_client import connect_unix
 from protocol import limits
 from protocol.errors import ProtocolError
 from protocol.framing import Decoder, Message, encode
@@ -52,7 +53,7 @@ class ControlLink:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            sock.connect(str(self.path))
+            connect_unix(sock, self.path)  # also a path too long for sun_path
         except BlockingIOError:
             pass  # the listen queue is full; it completes or fails as the server reads
         except OSError as exc:

@@ -16,11 +16,14 @@ from typing import Any
 import PySimpleGUI as sg
 
 from chatd import __version__
+from chatgui.logview import STYLES
 from chatgui.session import Event, Session
 from protocol import limits
 from protocol.values import name_problem
 
 IDLE_MS = 50
+ERROR_COLOR = STYLES["error"]["foreground"]
+BUSY_COLOR = STYLES["system"]["foreground"]
 
 
 def check(name: str, host: str, port: str) -> str | None:
@@ -69,7 +72,7 @@ def login(settings: sg.UserSettings, *, name: str = "", host: str = "", port: in
         [sg.Text("Password", **label),
          sg.Input("", key="-PASSWORD-", size=(28, 1), password_char="•",
                   tooltip="only if the server asks for one")],
-        [sg.Text(error, key="-ERROR-", text_color="#c62828", size=(44, 2))],
+        [sg.Text(error, key="-ERROR-", text_color=ERROR_COLOR, size=(44, 2))],
         [sg.Push(), sg.Button("Connect", key="-CONNECT-", bind_return_key=True),
          sg.Button("Cancel", key="-CANCEL-")],
     ]
@@ -86,26 +89,26 @@ def login(settings: sg.UserSettings, *, name: str = "", host: str = "", port: in
                     dump_state(state_file, values, text)
             if event in (sg.WIN_CLOSED, "-CANCEL-"):
                 if session is not None:
-                    session.close()
+                    session.close_and_wait()
                 return None
             if event == "-CONNECT-" and session is None:
                 problem = check(values["-NAME-"], values["-HOST-"], values["-PORT-"])
                 if problem is not None:
-                    window["-ERROR-"].update(problem)
+                    window["-ERROR-"].update(problem, text_color=ERROR_COLOR)
                     continue
                 session = Session(values["-NAME-"], values["-HOST-"].strip(),
                                   int(values["-PORT-"]),
                                   password=values["-PASSWORD-"] or None,
                                   agent=f"chatgui/{__version__}")
                 window["-ERROR-"].update(f"Connecting to {session.address}…",
-                                         text_color="#5f6b73")
+                                         text_color=BUSY_COLOR)
                 window["-CONNECT-"].update(disabled=True)
             if session is None:
                 continue
             events = session.poll()
             for item in events:
                 if item.kind == "failed":
-                    window["-ERROR-"].update(item.detail, text_color="#c62828")
+                    window["-ERROR-"].update(item.detail, text_color=ERROR_COLOR)
                     window["-CONNECT-"].update(disabled=False)
                     session = None
                     break

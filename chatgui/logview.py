@@ -48,6 +48,7 @@ class LogView:
         self.lines = 0  # text lines before the ``live`` mark
         self.texts: deque[tuple[str, str]] = deque()  # (style, text) for state dumps
         self.pending: dict[str, str] = {}  # ident -> text of its pending line
+        self.pinned = 0  # one-line header entries kept above history pages (0 or 1)
         for style, options in STYLES.items():
             widget.tag_configure(style, **options)
         widget.mark_set("live", "end-1c")
@@ -63,9 +64,8 @@ class LogView:
         return self.widget.yview()[1] >= 0.999
 
     def at_top(self) -> bool:
-        """Scrolled to the very top of a log longer than the window."""
-        first, last = self.widget.yview()
-        return first <= 0.0 and last < 1.0
+        """The first line is in view (also when the whole log fits the window)."""
+        return bool(self.widget.yview()[0] <= 0.0)
 
     def oldest_seq(self) -> int:
         """The seq of the oldest message shown, or 0 if none is."""
@@ -93,7 +93,10 @@ class LogView:
             self.widget.see("end")
 
     def prepend(self, lines: list[Line]) -> None:
-        """Add older lines (a history page) at the top, keeping the view still."""
+        """Add older lines (a history page) at the top, keeping the view still.
+
+        They go below a pinned header line (``pinned``), if the log has one.
+        """
         if not lines:
             return
         args: list[str] = []
@@ -103,13 +106,13 @@ class LogView:
             args += [text, line.style]
             added += text.count("\n")
         for line in reversed(lines):
-            self.entries.appendleft((line.seq, line.text.count("\n") + 1))
-            self.texts.appendleft((line.style, line.text))
+            self.entries.insert(self.pinned, (line.seq, line.text.count("\n") + 1))
+            self.texts.insert(self.pinned, (line.style, line.text))
         self.lines += added
         self._editable()
-        self.widget.insert("1.0", *args)
+        self.widget.insert(f"{self.pinned + 1}.0", *args)
         self._readonly()
-        self.widget.yview(f"{added + 1}.0")  # the line that was at the top stays there
+        self.widget.yview(f"{self.pinned + added + 1}.0")  # the old top line stays in view
 
     def _trim(self, follow: bool) -> None:
         """Drop the oldest lines once over the bound (always past three bounds)."""
@@ -118,6 +121,7 @@ class LogView:
         if not follow and self.lines <= 3 * self.max_lines:
             return  # the user is reading back: leave the text alone for now
         drop = 0
+        self.pinned = 0  # the header goes first
         while self.entries and self.lines - drop > self.max_lines:
             drop += self.entries.popleft()[1]
             self.texts.popleft()

@@ -53,7 +53,7 @@ class Monitor:
                                     sbar_arrow_width=10)],
                         [sg.Button("Kick", key="-KICK-", size=(8, 1))]], expand_y=True)],
             [sg.Input("", key="-ANNOUNCE-", expand_x=True, background_color="white",
-                      tooltip="a message to everyone, from 'server'"),
+                      tooltip="a message to everyone, from 'server'", focus=True),
              sg.Button("Announce", key="-SEND-", bind_return_key=True)],
             [sg.StatusBar("", key="-STATUS-", size=(80, 1), expand_x=True)],
         ]

@@ -164,11 +164,13 @@ class Session:
         self.users: dict[str, str] = {}  # name_key -> name as the server holds it
         self.welcome: Message | None = None
         self.max_text = limits.DEFAULT_MAX_TEXT
+        self.max_frame = limits.DEFAULT_MAX_FRAME  # the largest frame we may send
         self.oldest = 0  # the oldest retained seq, from welcome
         self.last_seq = 0  # the highest public seq delivered
         self.finished = False  # no more connections will be made
 
         self._outbox: dict[str, Pending] = {}  # insertion order is send order
+        self._resend = False  # some outbox entry is not sent on this connection
         self._token: str | None = None
         self._logged_in_once = False
         self._horizon = 0  # welcome.seq of the first login: where resumes start at least
@@ -259,12 +261,12 @@ class Session:
         if self.finished or self._closing:
             return
         self._closing = True
-        if self._phase == "ready":
+        if self._phase in ("ready", "handshake"):  # after a hello, bye is in order
             self._send({"type": "bye"})
             self._phase = "closing"
             self._deadline = self._clock() + CLOSE_TIMEOUT
         else:
-            self._finish("closed", "closed")
+            self._finish("closed")
 
     def close_and_wait(self) -> list[Event]:
         """Close and wait (briefly, bounded) for the server's goodbye.
@@ -303,7 +305,7 @@ class Session:
             now >= self._deadline
         ):
             if self._phase == "closing":
-                self._finish("closed", "closed")
+                self._finish("closed")
             else:
                 self._lost(now, "the server did not answer the login in time")
         self._flush(now)
@@ -408,12 +410,13 @@ class Session:
         self._ping_sent = False
         for entry in self._outbox.values():
             entry.sent = False
+        self._resend = bool(self._outbox)
 
     def _wait_retry(self, now: float, detail: str) -> None:
         """The connection is gone: come back after a backoff delay."""
         self._drop_socket()
         if self._closing:
-            self._finish("closed", "closed")
+            self._finish("closed")
             return
         delay = backoff_delay(self._attempt, self._rng)
         self._attempt += 1
@@ -425,15 +428,15 @@ class Session:
         if self._phase == "handshake" and not self._logged_in_once:
             self._fail("unreachable", detail)
         elif self._phase == "closing":
-            self._finish("closed", "closed")
+            self._finish("closed")
         else:
             self._wait_retry(now, detail)
 
     def _fail(self, code: str, detail: str) -> None:
         self._emit("failed", code=code, detail=detail)
-        self._finish(code, detail)
+        self._finish(detail)
 
-    def _finish(self, code: str, detail: str) -> None:
+    def _finish(self, detail: str) -> None:
         self._drop_socket()
         self._phase = "done"
         self.finished = True
@@ -453,18 +456,32 @@ class Session:
     def _queue(self, frame: Message) -> str:
         ident = uuid.uuid4().hex
         frame["id"] = ident
+        size = len(encode(frame)) - limits.HEADER_SIZE
+        if size > self.max_frame:  # the server would drop the connection: refuse it here
+            raise ProtocolError("text_too_long", f"the message takes {size} bytes; this "
+                                f"server takes frames of at most {self.max_frame}")
         entry = Pending(ident, frame)
         self._outbox[ident] = entry
-        if self._phase == "ready":
-            self._send(frame)
+        if self._phase == "ready" and not self._resend:
+            self._send(frame)  # nothing older waits: keep the order, send it now
             entry.sent = True
+        else:
+            self._resend = True
         return ident
 
     def _resend_due(self, now: float) -> None:
+        """Send the outbox entries that are not on this connection yet."""
+        if not self._resend:
+            return  # the common case costs nothing, however long the outbox
+        self._resend = False
         for entry in self._outbox.values():
-            if not entry.sent and now >= entry.not_before:
-                self._send(entry.frame)
-                entry.sent = True
+            if entry.sent:
+                continue
+            if now < entry.not_before:
+                self._resend = True  # waiting out a rate limit; later ones wait too,
+                break  # so the server gets the messages in the order they were typed
+            self._send(entry.frame)
+            entry.sent = True
 
     def _flush(self, now: float) -> None:
         if self._sock is None or not self._out or self._phase == "connecting":
@@ -545,6 +562,7 @@ class Session:
         self.name = message["name"]
         self._token = message["token"]
         self.max_text = message["max_text"]
+        self.max_frame = message["max_frame"]
         self.oldest = message["oldest"]
         self._heartbeat = max(1.0, float(message["heartbeat"]))
         self._backlog_end = message["seq"]
@@ -559,6 +577,7 @@ class Session:
         self._emit("users", msg={"type": "users", "users": list(self.users.values())})
         for entry in self._outbox.values():
             entry.not_before = 0.0
+        self._resend = bool(self._outbox)
         self._resend_due(now)
 
     def _acknowledge(self, message: Message, kind: str) -> None:
@@ -626,7 +645,7 @@ class Session:
         detail = f"the server said bye ({reason})" + (f": {text}" if text else "")
         if reason in ("kicked", "replaced") or self._phase == "closing":
             if self._phase == "closing":
-                self._finish("closed", "closed")
+                self._finish("closed")
             else:
                 self._fail(reason, detail)
         else:
@@ -651,6 +670,7 @@ class Session:
                 wait = retry / 1000 if isinstance(retry, int) and retry > 0 else 1.0
                 entry.sent = False
                 entry.not_before = now + wait
+                self._resend = True
                 ident = ""  # still pending: it will be sent again
             else:
                 del self._outbox[entry.ident]  # refused for good (e.g. no_such_user)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import selectors
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -69,7 +70,7 @@ class Terminal:
         self.err.flush()
 
     def handle_line(self, line: str) -> None:
-        command = commands.parse(line.rstrip("\n"))
+        command = commands.parse(line.rstrip("\r\n"))  # a CRLF file works too
         try:
             if command.kind == "say":
                 self.session.say(command.text)
@@ -105,14 +106,15 @@ def run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> in
     partial = b""
     input_done = False
     try:
+        # Left blocking (a tty's flags are shared with the shell): a read after
+        # select said "readable" returns what is there without waiting.
         selector.register(stdin_fd, selectors.EVENT_READ)
-        os.set_blocking(stdin_fd, False)
     except PermissionError:  # a regular file (``chat < file``): it never blocks
         for raw in stdin.buffer.read().split(b"\n"):
             term.handle_line(raw.decode("utf-8", "replace"))
         input_done = True
     wait_until: float | None = None
-    registered: object = None
+    registered: socket.socket | None = None
     while True:
         term.show_events()
         if term.failure is not None:
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> in
         sock = session.socket
         if sock is not registered:
             if registered is not None:
-                selector.unregister(registered)  # type: ignore[arg-type]
+                selector.unregister(registered)  # closed already: selectors copes
             registered = None
             if sock is not None:
                 selector.register(sock, selectors.EVENT_READ)
@@ -141,13 +143,10 @@ def run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> in
         if sock is not None:
             want = selectors.EVENT_READ | (selectors.EVENT_WRITE if session.wants_write else 0)
             selector.modify(sock, want)
-        for key, _ in selector.select(TICK):
+        for key, _ in selector.select(0 if session.more else TICK):
             if key.fd != stdin_fd or input_done:
                 continue
-            try:
-                data = os.read(stdin_fd, 65536)
-            except BlockingIOError:
-                continue
+            data = os.read(stdin_fd, 65536)
             if not data:
                 input_done = True
                 selector.unregister(stdin_fd)

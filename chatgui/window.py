@@ -35,8 +35,9 @@ FONT = ("DejaVu Sans", 11)
 MONO = ("DejaVu Sans Mono", 10)
 IDLE_MS = 50  # read timeout when nothing is queued
 STATE_EVERY = 0.2  # seconds between state-file dumps
-WORK_BUDGET = 0.04  # seconds of our own work per turn, leaving Tk time to draw
-MIN_BATCH, MAX_BATCH = 50, 2000  # messages per turn, see ChatWindow._adapt_batch
+USERS_FG, USERS_STALE_FG = "#1b1b1b", "#9a9a9a"
+WORK_BUDGET = 0.03  # seconds of our own work per turn, leaving Tk time to draw
+MIN_BATCH, START_BATCH, MAX_BATCH = 50, 250, 2000  # messages per turn: _adapt_batch
 
 
 def title_for(session: Session) -> str:
@@ -59,7 +60,7 @@ class Stats:
         self.busy_turns = 0
 
     def record(self, wall: float, cpu: float, busy: bool) -> None:
-        if len(self.wall) < 1_000_000:  # bounded: a week of busy turns
+        if len(self.wall) < 1_000_000:  # bounded memory (16 MB); later turns are not kept
             self.wall.append(wall)
             self.cpu.append(cpu)
         self.busy_turns += busy
@@ -86,6 +87,7 @@ class ChatWindow:
     def __init__(self, session: Session, *, state_file: Path | None = None,
                  stats: bool = False, max_lines: int = MAX_LINES) -> None:
         self.session = session
+        session.max_events = min(session.max_events, START_BATCH)
         self.state_file = state_file
         self.show_stats = stats
         self.stats = Stats()
@@ -97,6 +99,10 @@ class ChatWindow:
         self._users: list[str] = []
         self._status_text = ""
         self._history_mode = False  # the previous line was from the backlog
+        self._announced = False  # the first "connected" went to the status bar only
+        self._offline_reason = ""
+        self._last_status = ""
+        self._users_live = True
         self._state_dirty = True
         self._state_at = 0.0
         self.window = self._build()
@@ -170,6 +176,7 @@ class ChatWindow:
         """Act on the input box: a message, a command, or nothing if it is empty."""
         command = commands.parse(self.input_text())
         if command.kind == "none":
+            self.set_input("")  # only blanks: cleared, nothing sent
             return
         lines: list[Line] = []
         try:
@@ -220,6 +227,8 @@ class ChatWindow:
             if kind == "message":
                 self.messages += 1
                 if event.history and not self._history_mode:
+                    if not self.log.lines and not batch:
+                        self.log.pinned = 1  # older pages go below this header
                     batch.append(Line("separator", "— history —"))
                 elif not event.history and self._history_mode:
                     batch.append(Line("separator", "— now —"))
@@ -234,8 +243,18 @@ class ChatWindow:
                     self.window.set_title(title_for(self.session))
             elif kind == "error" and event.ident:
                 self.log.drop_pending(event.ident)
-            elif kind == "failed" and not self.logged_in:
-                self.login_failure = event.detail
+            elif kind == "failed":
+                self._offline_reason = event.detail
+                if not self.logged_in:
+                    self.login_failure = event.detail
+            if kind == "status":
+                previous, self._last_status = self._last_status, event.status
+                users_changed = True  # the list greys out or comes back
+                if event.status == CONNECTED and not self._announced:
+                    self._announced = True  # the first connect is in the status bar
+                    continue
+                if event.status == RECONNECTING and previous != CONNECTED:
+                    continue  # one line for the loss; the countdown is in the status bar
             if kind != "message" and self._history_mode and event_lines(event, me):
                 batch.append(Line("separator", "— now —"))
                 self._history_mode = False
@@ -255,11 +274,15 @@ class ChatWindow:
             self.log.prepend([Line("separator", "— start of history —")])
 
     def _show_users(self) -> None:
+        """The user list and its count; greyed while offline (it may be stale)."""
         names = sorted(self.session.users.values(), key=str.casefold)
-        if names != self._users:
-            self._users = names
+        live = self.session.status == CONNECTED
+        if names != self._users or live != self._users_live:
+            self._users, self._users_live = names, live
             self.window["-USERS-"].update(values=names)
-            self.window["-COUNT-"].update(f"Online ({len(names)})")
+            self.window["-USERS-"].Widget.configure(fg=USERS_FG if live else USERS_STALE_FG)
+            self.window["-COUNT-"].update(f"Online ({len(names)})" if live else
+                                          f"Offline (last seen {len(names)})")
 
     def _update_status(self) -> None:
         session = self.session
@@ -272,7 +295,7 @@ class ChatWindow:
             wait = session.retry_in()
             text = (f"reconnecting in {math.ceil(wait)} s" if wait > 0 else "reconnecting…")
         else:
-            text = "offline"
+            text = f"offline — {self._offline_reason}" if self._offline_reason else "offline"
         if pending:
             text += f" · {pending} pending"
         if text != self._status_text:
@@ -303,6 +326,8 @@ class ChatWindow:
                 self.window["-INPUT-"].Widget),
             "input": self.input_text(),
             "user_rows": self._user_rows(),
+            "log_box": [self.log.widget.winfo_rootx(), self.log.widget.winfo_rooty(),
+                        self.log.widget.winfo_width(), self.log.widget.winfo_height()],
             **self.stats.as_dict(),
         }
 

@@ -177,7 +177,9 @@ class Decoder:
         """Bytes buffered: an incomplete frame and frames not yet returned."""
         return len(self._buf)
 
-    def feed(self, data: bytes = b"", limit: int | None = None) -> list[Message]:
+    def feed(
+        self, data: bytes | bytearray | memoryview = b"", limit: int | None = None
+    ) -> list[Message]:
         """Add ``data`` and return up to ``limit`` complete messages, in order.
 
         On a bad frame this raises :class:`ProtocolError` (``frame_too_large``

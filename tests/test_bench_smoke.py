@@ -7,6 +7,8 @@ measured something and reported it in both the lines and the JSON.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -15,18 +17,32 @@ import pytest
 pytest.importorskip("chatd.loop")
 
 
-def test_bench_all_prints_the_figures() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "chatd.bench", "all", "--runs", "1", "--clients", "10",
-         "--senders", "2", "--duration", "1", "--warmup", "0.3", "--rate", "2000",
-         "--idle-connections", "200", "--idle-procs", "2", "--json"],
-        check=False, capture_output=True, text=True, timeout=90,
+def _bench(*args: str, timeout: float) -> tuple[int, str, str]:
+    """Run ``python -m chatd.bench ARGS`` in its own process group, so that a
+    timeout also ends the server and the load generators it started."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatd.bench", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stderr
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return proc.returncode, out, err
+
+
+def test_bench_all_prints_the_figures() -> None:
+    code, out, err = _bench(
+        "all", "--runs", "1", "--clients", "10", "--senders", "2", "--duration", "1",
+        "--warmup", "0.3", "--rate", "2000", "--idle-connections", "200", "--idle-procs", "2",
+        "--json", timeout=90,
+    )
+    assert code == 0, err
     for head in ("machine:", "fan-out:", "latency:", "idle:"):
-        assert head in lines, lines
-    results = json.loads(proc.stdout)["results"]
+        assert head in err, err
+    results = json.loads(out)["results"]
     fanout = results["fanout"][":memory:"]["median"]
     assert fanout["deliveries_per_s"] > 0
     assert fanout["threads"] == 1
@@ -40,9 +56,6 @@ def test_bench_all_prints_the_figures() -> None:
 
 
 def test_bench_rejects_bad_flags() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "chatd.bench", "fanout", "--clients", "0"],
-        check=False, capture_output=True, text=True, timeout=30,
-    )
-    assert proc.returncode == 2
-    assert "--clients" in proc.stderr
+    code, _, err = _bench("fanout", "--clients", "0", timeout=30)
+    assert code == 2
+    assert "--clients" in err

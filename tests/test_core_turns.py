@@ -291,3 +291,35 @@ def test_a_bug_on_one_connection_closes_only_that_one(
     frames = h.frames(alice)
     assert [(m["type"], m.get("reason")) for m in frames] == [("leave", "error"), ("msg", None)]
     assert "internal error" in caplog.text
+
+
+def test_a_long_backlog_streams_and_live_output_waits_behind_it(tmp_path: Path) -> None:
+    h = Harness(tmp_path, history=5000)
+    writer = h.login("writer")
+    h.turn()
+    h.send(writer, *({"type": "say", "text": f"{i:04d}" + "x" * 1000} for i in range(1000)))
+    h.end()
+    while writer in h.core.pending_input:  # 64 requests a turn
+        h.turn()
+        h.core.receive(writer, b"")
+        h.end()
+    h.frames(writer)
+    h.turn()
+    reader = h.connect()
+    h.send(reader, {"type": "hello", "proto": 1, "name": "reader", "since": 0})
+    h.end()
+    assert reader.backlog is not None  # ~1 MB of backlog: not queued at once
+    assert reader.out_len < 300_000
+    h.turn()
+    h.send(writer, {"type": "say", "text": "live"})
+    h.send(reader, {"type": "ping", "t": "p"})
+    h.end()
+    got = h.frames(reader)
+    while reader.backlog is not None or reader.held:
+        h.core.refill(reader)
+        got.extend(h.frames(reader))
+    assert got[0]["type"] == "welcome" and got[0]["seq"] == 1000
+    seqs = [m["seq"] for m in got if m["type"] == "msg"]
+    assert seqs == list(range(1, 1002))
+    assert [m["type"] for m in got[-3:]] == ["msg", "msg", "pong"]
+    assert got[-2]["text"] == "live"

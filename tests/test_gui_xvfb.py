@@ -19,12 +19,15 @@ import signal
 import subprocess
 import sys
 import time
+import tkinter as tk
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from chatgui.lines import Line
+from chatgui.logview import LogView
 from protocol import encode
 from tests.support import TestClient, running_server
 
@@ -220,9 +223,11 @@ def test_two_windows_talk_and_close_with_bye(display, tmp_path):
                lambda s: any(ln["style"] == "own" for ln in s["lines"]) and not s["pending"])
 
         a.type_line(alice_window, "")  # Enter on an empty input: nothing is sent
+        a.type_line(alice_window, "   ")  # nor on blanks (the server would say empty_message)
         a.type_line(alice_window, "line one", key="shift+Return")
         a.type_line(alice_window, "line two")
         assert next_msg(watch)["text"] == "line one\nline two"
+        assert a.lines("error") == []  # no error came back: nothing was asked
 
         row = b.state()["user_rows"]["alice"]
         b.xdotool("windowraise", str(bob_window))  # no window manager: windows overlap
@@ -298,6 +303,32 @@ def test_flood_keeps_the_log_bounded(display, tmp_path):
         assert state["status"] == "connected"
 
 
+def test_scrolling_to_the_top_loads_older_history(display, tmp_path):
+    with running_server(tmp_path, "--rate", "0", "--backlog", "5") as server:
+        with server.login("writer") as writer:
+            for i in range(1, 121):
+                writer.send({"type": "say", "text": f"m{i}"})
+            writer.barrier()
+        with gui(display, tmp_path, "reader", "--name", "reader",
+                 "--port", str(server.port)) as reader:
+            wid = reader.window("^reader @ ")
+
+            def history() -> list[str]:
+                return [t.rsplit(" ", 1)[-1] for t in reader.lines("history")]
+
+            # Five backlog lines do not fill the window: the first page comes by itself.
+            reader.wait("first page", lambda s: len(history()) == 55)
+            box = reader.state()["log_box"]
+            reader.xdotool("windowraise", str(wid))
+            while len(history()) < 120:
+                count = len(history())
+                reader.xdotool("mousemove", str(box[0] + box[2] // 2), str(box[1] + 40),
+                               "click", "--repeat", "30", "--delay", "10", "4")  # wheel up
+                wait_for("another page", lambda: len(history()) > count)  # noqa: B023
+            assert history() == [f"m{i}" for i in range(1, 121)]
+            assert reader.lines()[0] == "— history —"  # pages go below the header
+
+
 def test_login_window_shows_refusals_and_remembers(display, tmp_path):
     with running_server(tmp_path) as server, server.login("carol"):
         port = str(server.port)
@@ -320,9 +351,12 @@ def test_login_window_shows_refusals_and_remembers(display, tmp_path):
 
 
 def test_monitor_shows_users_and_messages(display, tmp_path):
-    with running_server(tmp_path) as server, server.login("carol") as carol, \
+    deep = tmp_path / ("a-data-directory-deep-enough-for-a-long-socket-path-" * 2)
+    deep.mkdir()
+    with running_server(deep) as server, server.login("carol") as carol, \
             gui(display, tmp_path, "monitor", "--monitor", "--control",
                 str(server.control_path)) as monitor:
+        assert len(bytes(server.control_path)) > 108  # longer than sun_path holds
         monitor.wait("carol online", lambda s: s.get("connected") and s["users"] == ["carol"])
         carol.send({"type": "say", "text": "hello operators"})
         monitor.wait("the message", lambda s: any(
@@ -330,3 +364,78 @@ def test_monitor_shows_users_and_messages(display, tmp_path):
         with server.login("dave"):
             monitor.wait("dave joined", lambda s: s["users"] == ["carol", "dave"])
         monitor.wait("dave left", lambda s: s["users"] == ["carol"])
+        monitor.type_line(monitor.window("^chatd monitor"), "maintenance at five")
+        said = carol.drain_until(lambda m: m["type"] == "msg" and m["from"] == "server")
+        assert said[-1]["text"] == "maintenance at five"
+
+
+@pytest.fixture
+def text_widget(display: str) -> Iterator[tk.Text]:
+    root = tk.Tk(screenName=display)
+    widget = tk.Text(root, width=60, height=10)
+    widget.pack()
+    root.update()
+    try:
+        yield widget
+    finally:
+        root.destroy()
+
+
+def shown(widget: tk.Text) -> list[str]:
+    return str(widget.get("1.0", "end-1c")).splitlines()
+
+
+def numbered(first: int, last: int) -> list[Line]:
+    return [Line("other", f"m{i}", i) for i in range(first, last + 1)]
+
+
+def test_log_is_trimmed_in_batches_and_keeps_the_newest(text_widget):
+    log = LogView(text_widget, max_lines=10, trim_batch=5)
+    for i in range(1, 31):
+        log.append(numbered(i, i))
+        text_widget.update()  # a turn of the event loop: the view follows the end
+        assert log.lines <= 15 and len(shown(text_widget)) == log.lines
+    assert shown(text_widget)[-1] == "m30"
+    assert log.oldest_seq() == int(shown(text_widget)[0][1:])
+    log.append(numbered(31, 100))  # one turn brings more than the log keeps
+    assert shown(text_widget) == [f"m{i}" for i in range(91, 101)]
+    assert [t for _, t in log.texts] == shown(text_widget) and log.oldest_seq() == 91
+
+
+def test_pending_lines_stay_last_until_acknowledged(text_widget):
+    log = LogView(text_widget)
+    log.append(numbered(1, 1))
+    log.add_pending("a", Line("pending", "(sending) first"))
+    log.add_pending("b", Line("pending", "(sending) second"))
+    log.append(numbered(2, 2))
+    assert shown(text_widget) == ["m1", "m2", "(sending) first", "(sending) second"]
+    log.drop_pending("a")
+    log.append([Line("own", "first", 3)])
+    assert shown(text_widget) == ["m1", "m2", "first", "(sending) second"]
+    log.drop_pending("b")
+    log.drop_pending("b")  # twice (an ack after an error): harmless
+    assert shown(text_widget) == ["m1", "m2", "first"]
+
+
+def test_history_pages_go_below_the_header(text_widget):
+    log = LogView(text_widget)
+    log.pinned = 1
+    log.append([Line("separator", "— history —"), *numbered(50, 52)])
+    log.prepend(numbered(47, 49))
+    log.prepend(numbered(45, 46))
+    assert shown(text_widget) == ["— history —", *[f"m{i}" for i in range(45, 53)]]
+    assert log.oldest_seq() == 45 and log.lines == 9
+
+
+def test_log_reading_back_is_not_trimmed_away_until_three_bounds(text_widget):
+    log = LogView(text_widget, max_lines=10, trim_batch=5)
+    log.append(numbered(1, 10))
+    text_widget.update()
+    text_widget.yview_moveto(0.0)  # the user scrolled up to read
+    text_widget.update()
+    for i in range(11, 31):
+        log.append(numbered(i, i))
+        text_widget.update()
+    assert shown(text_widget)[0] == "m1" and log.lines == 30  # left alone while reading
+    log.append(numbered(31, 31))  # past three bounds: trimmed anyway
+    assert log.lines == 10 and shown(text_widget)[-1] == "m31"

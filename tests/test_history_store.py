@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from contextlib import closing
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -149,11 +149,12 @@ class StoreMachine(RuleBasedStateMachine):
             assert self.store.oldest_seq == self.model.oldest_seq
 
 
-TestStoreMachine = StoreMachine.TestCase
 # Each example opens and closes a real database several times: half the
-# profile's examples and shorter runs keep it (and its shrinking) quick.
+# profile's examples and shorter runs keep it quick. Shrinking a failure may
+# take Hypothesis' full five minutes, so the timeout leaves room for that.
+TestStoreMachine = pytest.mark.timeout(420)(StoreMachine.TestCase)
 TestStoreMachine.settings = settings(settings.default,
-                                     max_examples=max(1, settings.default.max_examples // 2),
+                                     max_examples=max(1, settings().max_examples // 2),
                                      stateful_step_count=30)
 
 
@@ -295,3 +296,13 @@ def test_bad_database_is_a_startup_error_naming_the_file(tmp_path: Path, kind: s
     message = str(caught.value)
     assert str(path) in message and "\n" not in message
     assert re.search(why, message), message
+
+
+def test_id_lookup_on_disk_uses_the_unique_index(tmp_path: Path) -> None:
+    from chatd.store_sqlite import _FIND
+
+    store = SqliteHistory(str(tmp_path / "h.sqlite3"), retain=100)
+    plan = " ".join(str(row) for row in
+                    store._db.execute("EXPLAIN QUERY PLAN " + _FIND, ("alice", "x", 1)))
+    assert "USING INDEX msgs_ident" in plan, plan
+    store.close()

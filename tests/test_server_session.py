@@ -265,3 +265,20 @@ def test_server_has_one_thread_under_load(server: ServerProcess) -> None:
     finally:
         for client in clients:
             client.close()
+
+
+def test_a_long_resume_comes_whole_and_before_live_traffic(tmp_path: Path) -> None:
+    with running_server(tmp_path, "--rate", "0", "--max-outbuf", "200000") as srv, \
+            srv.login("writer") as writer:
+        for i in range(2000):
+            writer.send({"type": "say", "text": f"{i:04d} " + "r" * 1000})
+        writer.drain_until(lambda m: m.get("seq") == 2000, timeout=20)
+        resumer = srv.login("resumer", since=0)  # ~2 MB of backlog, 10x max_outbuf
+        for i in range(5):
+            writer.send({"type": "say", "text": f"live {i}"})
+        writer.drain_until(lambda m: m.get("seq") == 2005, timeout=10)
+        frames = resumer.drain_until(lambda m: m.get("seq") == 2005, timeout=20)
+        seqs = [m["seq"] for m in frames if m["type"] == "msg"]
+        assert seqs == list(range(1, 2006))
+        assert resumer.welcome["seq"] == 2000
+        resumer.close()

@@ -192,3 +192,14 @@ def test_backoff_grows_from_half_a_second_to_thirty_with_jitter():
     assert min(delays[11]) >= BACKOFF_MAX / 2  # capped, and still spread out
     assert len({round(d, 6) for d in delays[11]}) > 40
     assert [max(row) for row in delays[:6]] == sorted(max(row) for row in delays[:6])
+
+
+def test_name_taken_on_reconnect_stops_the_session(listener):
+    session, fake, events = login(listener)
+    fake.conn.close()  # the connection is lost
+    second = accept(listener, session, events)
+    hello = second.recv(session)
+    assert hello["token"] == "t" * 32
+    second.send({"type": "error", "code": "name_taken", "message": "taken", "fatal": True})
+    until(session, events, lambda: session.finished)
+    assert [e.code for e in events if e.kind == "failed"] == ["name_taken"]

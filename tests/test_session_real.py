@@ -230,3 +230,42 @@ def test_history_pages_go_back_to_the_oldest(tmp_path):
                 oldest = msgs[0]["seq"]
         texts = [t for page in reversed(pages) for t in page] + reader.texts()
         assert texts == [f"m{i}" for i in range(1, 121)]
+
+
+def test_stale_session_is_taken_over_with_the_token(tmp_path):
+    """The client gives up on a silent connection the server still holds."""
+    with running_server(tmp_path) as server:
+        offset = [0.0]
+        alice = Recorder("alice", server.port, clock=lambda: time.monotonic() + offset[0])
+        bob = Recorder("bob", server.port)
+        run([alice, bob], lambda: logged_in(alice) and logged_in(bob))
+        run([alice, bob], lambda: "bob" in alice.session.users)
+        old = alice.session.socket
+        assert old is not None
+        keep = old.dup()  # no FIN reaches the server: it still holds alice
+        try:
+            offset[0] += 61.0  # two silent heartbeats: the session declares it dead
+            run([alice], lambda: alice.session.status == RECONNECTING)
+            run([alice, bob], lambda: len(alice.kinds("welcome")) == 2)
+            assert alice.kinds("welcome")[-1].detail == "resumed"
+            assert not alice.kinds("failed")  # not refused as name_taken
+            bob.session.say("still there?")
+            run([alice, bob], lambda: "still there?" in alice.texts())
+            # bob never saw alice leave or join again: she never went away.
+            assert [e.msg["name"] for e in bob.kinds("leave")] == []
+            assert all(e.msg["name"] != "alice" for e in bob.kinds("join"))
+        finally:
+            keep.close()
+
+
+def test_message_over_the_servers_frame_limit_is_refused_locally(tmp_path):
+    with running_server(tmp_path, "--max-frame", "1024", "--max-text", "4000") as server:
+        alice = Recorder("alice", server.port)
+        run([alice], lambda: logged_in(alice))
+        assert alice.session.max_frame == 1024
+        with pytest.raises(ProtocolError) as caught:
+            alice.session.say("é" * 600)  # 600 characters, but 1200 bytes of UTF-8
+        assert caught.value.code == "text_too_long" and not alice.session.outbox
+        alice.session.say("x" * 900)
+        run([alice], lambda: not alice.session.outbox)
+        assert alice.statuses().count(CONNECTED) == 1  # never cut off

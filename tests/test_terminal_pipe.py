@@ -62,7 +62,7 @@ def test_unknown_command_is_reported_not_sent(tmp_path):
     with running_server(tmp_path) as server, server.control() as watch:
         watch.send({"type": "watch"})
         watch.expect("ok")
-        done = chat(server.port, "--name", "bot", stdin="/frobnicate\n//slash\n")
+        done = chat(server.port, "--name", "bot", stdin="/frobnicate\r\n//slash\r\n")  # CRLF
         assert done.returncode == 0
         assert "unknown command /frobnicate" in done.stderr
         seen = watch.drain_until(lambda m: m["type"] == "leave")
