@@ -451,11 +451,7 @@ class Core:
             self._fatal(conn, exc)
             return
         except Exception as exc:  # the store could not be read
-            log.error("cannot read history for a login: %s", exc)
-            self._fatal(conn, ProtocolError(
-                "unavailable", "the server cannot read its history; retry later", ref=ref,
-                retry_after_ms=UNAVAILABLE_RETRY_MS,
-            ))
+            self._fatal(conn, _unreadable("a login", exc, ref))
             return
         self._login(conn, key, name, old=old, backlog=backlog, rest=rest, ref=ref)
 
@@ -580,11 +576,7 @@ class Core:
         try:
             return self.history.find(key, ident)
         except Exception as exc:
-            log.error("cannot read history for an idempotency check: %s", exc)
-            raise ProtocolError(
-                "unavailable", "the server cannot read its history; retry later", ref=ref,
-                retry_after_ms=UNAVAILABLE_RETRY_MS,
-            ) from None
+            raise _unreadable("an idempotency check", exc, ref) from None
 
     def _pm(self, conn: Connection, msg: Message, ref: str | None) -> None:
         text = clean_text(msg["text"], self.settings.max_text, ref=ref)
@@ -607,11 +599,7 @@ class Core:
         try:
             found = self.history.before(before, msg.get("limit", HISTORY_LIMIT_DEFAULT))
         except Exception as exc:
-            log.error("cannot read history for a history request: %s", exc)
-            raise ProtocolError(
-                "unavailable", "the server cannot read its history; retry later", ref=ref,
-                retry_after_ms=UNAVAILABLE_RETRY_MS,
-            ) from None
+            raise _unreadable("a history request", exc, ref) from None
         reply = m.history(before, [stored.as_member() for stored in found], ref)
         self.turn.unicast(conn, Asked(encode(reply)))
 
@@ -666,3 +654,12 @@ def _fatal_message(exc: ProtocolError) -> Message:
     out = exc.to_message()
     out["fatal"] = True
     return out
+
+
+def _unreadable(purpose: str, exc: Exception, ref: str | None) -> ProtocolError:
+    """Log a failed history read and give the ``unavailable`` error that reports it."""
+    log.error("cannot read history for %s: %s", purpose, exc)
+    return ProtocolError(
+        "unavailable", "the server cannot read its history; retry later", ref=ref,
+        retry_after_ms=UNAVAILABLE_RETRY_MS,
+    )

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatd.control_client import connect_unix
 from protocol import Decoder, encode
 from protocol.limits import CLIENT_MAX_FRAME
 
@@ -38,7 +39,6 @@ START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
 RECV_TIMEOUT = 5.0
 _LISTENING = re.compile(r"listening on (\S+):(\d+) control (.+)$")
-_UNIX_PATH_MAX = 100
 
 
 @dataclass
@@ -154,18 +154,6 @@ def running_server(tmp_path: Path, *flags: str, db: str = ":memory:",
             proc.stderr.close()
 
 
-def unix_connect(sock: socket.socket, path: Path) -> None:
-    """Connect to a Unix socket also when its path is longer than sun_path."""
-    if len(os.fsencode(path)) <= _UNIX_PATH_MAX:
-        sock.connect(os.fspath(path))
-        return
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        sock.connect(f"/proc/self/fd/{fd}/{path.name}")
-    finally:
-        os.close(fd)
-
-
 class ConnectionClosed(AssertionError):
     """The server closed the connection while a frame was expected."""
 
@@ -193,7 +181,7 @@ class TestClient:
     def connect_unix(cls, path: Path, timeout: float = RECV_TIMEOUT) -> TestClient:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
-        unix_connect(sock, path)
+        connect_unix(sock, path)
         return cls(sock, timeout)
 
     def __enter__(self) -> TestClient:

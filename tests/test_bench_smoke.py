@@ -12,10 +12,6 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
-pytest.importorskip("chatd.loop")
-
 
 def _bench(*args: str, timeout: float) -> tuple[int, str, str]:
     """Run ``python -m chatd.bench ARGS`` in its own process group, so that a

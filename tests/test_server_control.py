@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from chatd.control_client import connect_unix
 from protocol import encode
-from tests.support import running_server, unix_connect
+from tests.support import running_server
 
 
 def test_control_socket_mode_and_status(tmp_path: Path) -> None:
@@ -196,7 +197,7 @@ def test_stale_control_socket_is_replaced(tmp_path: Path) -> None:
         assert srv.request({"type": "status"})["type"] == "status"
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with pytest.raises(OSError):
-        unix_connect(probe, path)
+        connect_unix(probe, path)
     probe.close()
 
 

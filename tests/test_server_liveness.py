@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chatd.control_client import connect_unix
 from protocol import encode
-from tests.support import ConnectionClosed, TestClient, running_server, unix_connect
+from tests.support import ConnectionClosed, TestClient, running_server
 
 
 def test_handshake_timeout(tmp_path: Path) -> None:
@@ -180,7 +181,7 @@ def test_a_watcher_that_stops_reading_is_cut_off(tmp_path: Path) -> None:
         watcher = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         watcher.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         watcher.settimeout(5)
-        unix_connect(watcher, srv.control_path)
+        connect_unix(watcher, srv.control_path)
         deaf = TestClient(watcher)
         deaf.send({"type": "watch"})
         deaf.expect("ok")
