@@ -21,6 +21,16 @@ from protocol import limits
 SETTINGS_ENV = "CHATGUI_SETTINGS"  # where the login window keeps its last values
 
 
+def _at_least_ten(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 10:
+        raise argparse.ArgumentTypeError("keep at least 10 lines")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatgui", description="The chat desktop client.")
     parser.add_argument("--version", action="version", version=f"chatgui {__version__}")
@@ -41,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="debugging and tests: dump what the window shows here as JSON")
     parser.add_argument("--stats", action="store_true",
                         help="print event-loop turn times to stderr at exit")
-    parser.add_argument("--max-lines", type=int, default=None, metavar="N",
+    parser.add_argument("--max-lines", type=_at_least_ten, default=None, metavar="N",
                         help="log lines kept in the window (default 2000)")
     return parser
 

@@ -326,10 +326,16 @@ class ChatWindow:
                 self.window["-INPUT-"].Widget),
             "input": self.input_text(),
             "user_rows": self._user_rows(),
-            "log_box": [self.log.widget.winfo_rootx(), self.log.widget.winfo_rooty(),
-                        self.log.widget.winfo_width(), self.log.widget.winfo_height()],
+            "boxes": {key.strip("-").lower(): self._box(self.window[key].Widget)
+                      for key in ("-LOG-", "-SEND-", "-EXIT-")},
             **self.stats.as_dict(),
         }
+
+    @staticmethod
+    def _box(widget: tk.Widget) -> list[int]:
+        """A widget's screen rectangle (for tests that click)."""
+        return [widget.winfo_rootx(), widget.winfo_rooty(), widget.winfo_width(),
+                widget.winfo_height()]
 
     def _user_rows(self) -> dict[str, list[int]]:
         """Screen rectangles of the visible user-list rows (for tests that click)."""

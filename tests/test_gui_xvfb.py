@@ -154,12 +154,22 @@ class Gui:
             "search", "--onlyvisible", "--name", title_regex))
         return int(found.split()[0])
 
-    def type_line(self, window: int, text: str, key: str = "Return") -> None:
+    def type_text(self, window: int, text: str) -> None:
+        """Keys into ``window``: no window manager, so focus it by hand first."""
         self.xdotool("windowraise", str(window))  # no window manager: windows overlap
         self.xdotool("windowfocus", "--sync", str(window))
         if text:
             self.xdotool("type", "--delay", "5", text)
+
+    def type_line(self, window: int, text: str, key: str = "Return") -> None:
+        self.type_text(window, text)
         self.xdotool("key", key)
+
+    def click(self, window: int, box: list[int]) -> None:
+        """Click the middle of a rectangle from the window's state."""
+        self.xdotool("windowraise", str(window))
+        self.xdotool("mousemove", str(box[0] + box[2] // 2), str(box[1] + box[3] // 2),
+                     "click", "1")
 
     def lines(self, style: str | None = None) -> list[str]:
         return [line["text"] for line in self.state().get("lines", [])
@@ -234,7 +244,8 @@ def test_two_windows_talk_and_close_with_bye(display, tmp_path):
         b.xdotool("mousemove", str(row[0] + row[2] // 2), str(row[1] + row[3] // 2),
                   "click", "--repeat", "2", "--delay", "80", "1")
         b.wait("a private message started", lambda s: s["input"] == "/msg alice ")
-        b.type_line(bob_window, "psst")
+        b.type_text(bob_window, "psst")
+        b.click(bob_window, b.state()["boxes"]["send"])  # the Send button
         a.wait("alice gets the pm", lambda s: any(
             ln["style"] == "pm" and ln["text"].endswith("[bob -> alice] psst")
             for ln in s["lines"]))
@@ -249,7 +260,7 @@ def test_two_windows_talk_and_close_with_bye(display, tmp_path):
         assert a.exit_code() == 0
         b.wait("alice gone from bob's list", lambda s: s["users"] == ["bob"])
 
-        b.type_line(bob_window, "/quit")
+        b.click(bob_window, b.state()["boxes"]["exit"])  # the Exit button
         left = watch.drain_until(lambda m: m["type"] == "leave", timeout=WAIT)[-1]
         assert (left["name"], left["reason"]) == ("bob", "quit")
         assert b.exit_code() == 0
@@ -318,7 +329,7 @@ def test_scrolling_to_the_top_loads_older_history(display, tmp_path):
 
             # Five backlog lines do not fill the window: the first page comes by itself.
             reader.wait("first page", lambda s: len(history()) == 55)
-            box = reader.state()["log_box"]
+            box = reader.state()["boxes"]["log"]
             reader.xdotool("windowraise", str(wid))
             while len(history()) < 120:
                 count = len(history())
