@@ -97,18 +97,25 @@ def _parse_json(text: str) -> Any:
     return value
 
 
-def _too_deep(value: Any) -> bool:
-    """Whether ``value`` nests containers more than MAX_DEPTH levels."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        for child in children:
-            if isinstance(child, (dict, list)):
-                stack.append((child, depth + 1))
-    return False
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\[\]|\{\}")
+
+
+def _too_deep(text: str) -> bool:
+    """Whether the JSON ``text`` nests containers more than MAX_DEPTH levels.
+
+    Counted on the text, not on the parsed value: there a repeated member name
+    has replaced the earlier value, and a deep one would go unseen (contract
+    §1 limits the payload). Strings are removed (their brackets are text), then
+    each round peels every innermost ``[]``/``{}`` pair, one level a round.
+    """
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    for _ in range(MAX_DEPTH):
+        if not brackets:
+            return False
+        brackets = _INNERMOST.sub("", brackets)
+    return bool(brackets)
 
 
 def decode_payload(payload: bytes | bytearray) -> Message:
@@ -137,7 +144,7 @@ def decode_payload(payload: bytes | bytearray) -> Message:
     if not isinstance(value.get("type"), str):
         raise ProtocolError("bad_frame", "payload has no string member 'type'")
     # Cheap guard first: fewer than MAX_DEPTH openers cannot nest too deep.
-    if text.count("{") + text.count("[") > MAX_DEPTH and _too_deep(value):
+    if text.count("{") + text.count("[") > MAX_DEPTH and _too_deep(text):
         raise ProtocolError("bad_frame", f"JSON nested deeper than {MAX_DEPTH} levels")
     return value
 

@@ -151,8 +151,9 @@ def validate(message: Message, table: Table) -> str | None:
                     "bad_request", f"{kind!r} needs the member {member!r}", ref=ref
                 )
         elif not _has_kind(message[member], member_kind):
+            article = "an" if member_kind[0] in "aeiou" else "a"
             raise ProtocolError(
-                "bad_request", f"{kind}.{member} must be a {member_kind}", ref=ref
+                "bad_request", f"{kind}.{member} must be {article} {member_kind}", ref=ref
             )
     if kind == "history" and table is CHAT_REQUESTS:
         if message["before"] < 1:

@@ -65,6 +65,15 @@ def test_kick(tmp_path: Path) -> None:
         assert leave["reason"] == "kicked"
 
 
+def test_kick_reason_follows_the_text_rules(tmp_path: Path) -> None:
+    with running_server(tmp_path) as srv, srv.login("bob") as bob:
+        reply = srv.request({"type": "kick", "name": "bob", "reason": "bad\ud800", "id": "k"})
+        assert (reply["type"], reply["code"], reply["ref"]) == ("error", "bad_text", "k")
+        assert not reply["fatal"]
+        bob.send({"type": "ping", "t": 1})
+        bob.expect("pong", t=1)  # the refused kick left bob online
+
+
 def test_announce_is_a_public_message_with_seq(tmp_path: Path) -> None:
     with running_server(tmp_path) as srv, srv.login("alice") as alice:
         alice.send({"type": "say", "text": "one"})
