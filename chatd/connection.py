@@ -65,6 +65,7 @@ class Connection:
         "kind",
         "label",
         "last_rx",
+        "mark",
         "name",
         "out",
         "out_len",
@@ -102,6 +103,7 @@ class Connection:
         self.held_len = 0
         self.held_asked = 0
         self.cursor = 0  # this turn's broadcasts already staged for this connection
+        self.mark = -1  # where its pending presence starts (see chatd.turn), -1: no audience
         self.last_rx = now
         self.ping_at = 0.0  # when the unanswered heartbeat ping went out, 0 if none
         self.tokens = 0.0
@@ -129,6 +131,17 @@ class Connection:
         self.queue(chunk)
         if type(chunk) is Welcome and self.backlog is not None:
             self.held = []
+
+    def push_from(self, chunk: bytes, start: int) -> None:
+        """Append ``chunk[start:]`` (whole frames): an empty out-buffer shares
+        ``chunk`` itself, starting at ``start`` as if the head were sent, so
+        the presence log's one joined blob is not copied per recipient."""
+        if self.out is None and self.held is None and start < len(chunk):
+            self.out = [chunk]
+            self.out_off = start
+            self.out_len = len(chunk) - start
+        else:
+            self.push(chunk[start:])
 
     def release_held(self) -> None:
         """The backlog is all out: the output held behind it follows."""

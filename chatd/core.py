@@ -226,16 +226,31 @@ class Core:
         """Whether the next turn must not wait for the network."""
         return bool(self.pending_input or self.turn.touched or self.turn.bcast)
 
-    def end_turn(self) -> tuple[list[Connection], list[Connection]]:
+    def end_turn(self, defer_presence: bool = False) -> list[Connection]:
         """Commit the turn's messages, then release every staged frame.
 
-        Returns the connections given output to send now, and those given
-        only presence frames.
+        Returns the connections given output. With ``defer_presence`` the
+        presence nobody else's output took along stays in the presence log
+        (see chatd.turn) until :meth:`flush_presence`; the loop flushes it on
+        a timer, so a storm of logins costs O(1) per login, not O(audience).
         """
         self.commit()
-        frames, released, lazy = self.turn.release(self.audience)
+        frames, released = self.turn.release(self.audience)
         self.frames_out += frames
-        return released, lazy
+        if not defer_presence:
+            released.extend(self.flush_presence())
+        return released
+
+    def presence_waiting(self) -> bool:
+        """Whether presence frames wait in the log for :meth:`flush_presence`."""
+        return bool(self.turn.presence)
+
+    def flush_presence(self) -> list[Connection]:
+        """Queue every member's waiting presence (between turns); returns the
+        connections given output."""
+        frames, given = self.turn.flush_presence(self.audience)
+        self.frames_out += frames
+        return given
 
     def overflow(self, conn: Connection) -> bool:
         """The connection's unsent output passed max_outbuf (contract §6).
@@ -621,10 +636,14 @@ class Core:
         self.turn.unicast(conn, encode(reply))
 
     def _kick(self, conn: Connection, msg: Message, ref: str | None) -> None:
+        # The reason reaches the user as bye.message: the text rules keep it
+        # printable and encodable for every client.
+        reason = msg.get("reason")
+        if reason is not None:
+            reason = clean_text(reason, self.settings.max_text, ref=ref)
         target = self.users.get(name_key(msg["name"]))
         if target is None:
             raise ProtocolError("no_such_user", f"{msg['name']!r} is not online", ref=ref)
-        reason = msg.get("reason")
         self._close(target, encode(m.bye("kicked", reason)), "kicked")
         self.turn.unicast(conn, encode(m.ok(ref)))
 

@@ -11,8 +11,8 @@ One thread, one ``selectors.DefaultSelector``, non-blocking sockets. A turn:
 4. ``core.end_turn()``: group commit, then the staged frames go to out-buffers;
 5. at most ONE ``send``/``sendmsg`` per connection, capped in bytes; what is
    left waits for ``EVENT_WRITE``, registered only while output remains.
-   Output that is only presence (``join``/``leave``) may wait a moment to go
-   out with more (see ``Server._defer``); a streamed backlog is refilled as
+   Presence (``join``/``leave``) may wait a moment to go out with more (see
+   ``Server._presence``); a streamed backlog is refilled as
    the client reads it; a connection over ``max_outbuf`` is a slow consumer;
 6. reap: a closing connection whose last frame is out gets ``shutdown(SHUT_WR)``
    and lingers (reading and discarding) for up to a second before ``close``.
@@ -137,9 +137,8 @@ class Server:
         self.port = 0
         self.accepting = False
         self.fd_warned = False
-        self.lazy: set[Connection] = set()  # output is presence only: may wait
         self.parked: set[Connection] = set()  # frames waiting until output drains
-        self.presence_due = 0.0  # when self.lazy must be sent, 0 if empty
+        self.presence_due = 0.0  # when the core's waiting presence goes out, 0 if none
 
     # --- start and stop ------------------------------------------------------
 
@@ -313,13 +312,8 @@ class Server:
                     self._begin_shutdown(signal.Signals(signum).name)
             if core.stop_requested and not core.stopping:
                 self._begin_shutdown("control request")
-            released, lazy = core.end_turn()
-            if lazy:
-                self._defer(lazy, now)
-            if self.presence_due and now >= self.presence_due:
-                released.extend(self.lazy)
-                self.lazy = set()
-                self.presence_due = 0.0
+            released = core.end_turn(defer_presence=True)
+            self._presence(released, now)
             self._flush_all(released, writable)
             if core.stopping and (not core.conns or now >= (self.grace_deadline or now)):
                 if core.conns:
@@ -427,19 +421,27 @@ class Server:
         # The decoder copies what it keeps, so the shared buffer can be lent.
         core.receive(conn, self.rview[:count])
 
-    def _defer(self, lazy: list[Connection], now: float) -> None:
-        """Presence-only output waits up to PRESENCE_DELAY_PER_MEMBER_S times
-        the audience size (at most PRESENCE_DELAY_MAX_S) for more to send with.
+    def _presence(self, released: list[Connection], now: float) -> None:
+        """Presence nobody's other output took along waits in the core's log
+        up to PRESENCE_DELAY_PER_MEMBER_S times the audience size (at most
+        PRESENCE_DELAY_MAX_S), then goes to every member at once.
 
-        A ``join`` storm (10,000 clients connecting) otherwise costs one send
-        per member per turn. Order is kept: any other frame for a connection
-        sends its waiting presence first, in the same send.
+        A ``join`` storm (10,000 clients connecting) otherwise costs a push and
+        a send per member per login. Order is kept: any other frame for a
+        connection queues its waiting presence first (see chatd.turn).
         """
-        self.lazy.update(lazy)
+        core = self.core
+        assert core is not None
+        if not core.presence_waiting():
+            self.presence_due = 0.0
+            return
         if not self.presence_due:
-            delay = min(PRESENCE_DELAY_MAX_S, len(lazy) * PRESENCE_DELAY_PER_MEMBER_S)
+            delay = min(PRESENCE_DELAY_MAX_S, len(core.audience) * PRESENCE_DELAY_PER_MEMBER_S)
             self.presence_due = now + delay
             self.timers.schedule(self.presence_due, None, "presence")
+        if now >= self.presence_due:
+            released.extend(core.flush_presence())
+            self.presence_due = 0.0
 
     def _flush_all(self, released: list[Connection], writable: list[Connection]) -> None:
         core = self.core
@@ -541,7 +543,6 @@ class Server:
         conn.state = CLOSED
         self.closing.discard(conn)
         self.parked.discard(conn)
-        self.lazy.discard(conn)
         sock = conn.sock
         if sock is not None:
             with contextlib.suppress(KeyError, ValueError):

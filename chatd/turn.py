@@ -13,6 +13,18 @@ unicasts gets that same blob object by reference. Public messages stay
 revocable until then: if the store refuses the turn's batch, their entries
 become empty and each sender's echo turns into an ``unavailable`` error in
 place (see :class:`Outcome`), so nothing unstored ever reaches a socket.
+
+Presence is batched across turns. A turn whose broadcasts are only ``join`` and
+``leave`` does not visit the audience (10,000 logins one after another would
+cost 10,000 x 10,000 pushes): its blob goes to the **presence log**, and each
+member's ``mark`` says where its pending presence starts (a member that came
+later starts at the end: its welcome lists the users). Any other output for a
+member (a unicast, a public message, its final frame) is queued after its
+pending presence, so §3.6 order holds; the rest waits for
+:meth:`Turn.flush_presence` (the loop's presence timer), which gives every
+member its part of one joined blob and empties the log. Marks are absolute
+positions: the log's first entry is number ``presence_base``, and a mark below
+it means "had everything up to the last flush".
 """
 
 from __future__ import annotations
@@ -58,8 +70,9 @@ class Pending:
 class Turn:
     """Staged output of the current loop turn (see the module docstring)."""
 
-    __slots__ = ("bcast", "failed", "pending", "pending_ids", "touched", "unicast_frames",
-                 "urgent")
+    __slots__ = ("bcast", "failed", "pending", "pending_ids", "presence", "presence_base",
+                 "presence_bytes", "presence_frames", "presence_joined", "touched",
+                 "unicast_frames", "urgent")
 
     def __init__(self) -> None:
         self.bcast: list[bytes] = []
@@ -69,6 +82,11 @@ class Turn:
         self.failed: dict[int, bytes] = {}  # bcast index -> error frame for its sender
         self.unicast_frames = 0
         self.urgent = False  # a public message was broadcast (not only presence)
+        self.presence: list[bytes] = []  # the presence log: blobs of presence-only turns
+        self.presence_base = 0  # the absolute number of presence[0]
+        self.presence_frames = [0]  # frames in presence[:i]
+        self.presence_bytes = [0]  # bytes in presence[:i]
+        self.presence_joined: bytes | None = None  # b"".join(presence), once needed
 
     def _staged(self, conn: Connection) -> list[Any]:
         """The connection's staged list, caught up with the broadcasts so far."""
@@ -101,6 +119,7 @@ class Turn:
             conn.staged = []
             self.touched.append(conn)
         conn.cursor = len(self.bcast)
+        conn.mark = self.presence_base + len(self.presence)
 
     def public(
         self, conn: Connection | None, frame: bytes, stored: Stored, *, key: str,
@@ -135,14 +154,13 @@ class Turn:
                 ref=item.ref, retry_after_ms=retry_after_ms,
             ).to_message())
 
-    def release(
-        self, audience: Iterable[Connection]
-    ) -> tuple[int, list[Connection], list[Connection]]:
+    def release(self, audience: Iterable[Connection]) -> tuple[int, list[Connection]]:
         """Move everything staged to the out-buffers.
 
-        Returns the number of frames queued, the connections given output to
-        send now, and those given only presence (``join``/``leave``), which
-        may wait a moment to be sent with more (see chatd.loop).
+        Returns the number of frames queued and the connections given output.
+        A presence-only turn's broadcasts reach the members it did not touch
+        through the presence log; a public message is queued for everyone
+        after their pending presence, which empties the log.
 
         Call only after the turn's messages were committed (or refused).
         """
@@ -152,16 +170,19 @@ class Turn:
         frames = self.unicast_frames
         blob = b""
         released = list(self.touched)
-        lazy: list[Connection] = []
+        presence = self.presence
+        end = self.presence_base + len(presence)  # the log's end before this turn
+        logged = count > 0 and not self.urgent  # this turn's broadcasts join the log
         if count:
             blob = b"".join(bcast)
-            live = count - len(failed)
-            target = released if self.urgent else lazy
-            for conn in audience:
-                if conn.staged is None:
-                    conn.push(blob)
-                    target.append(conn)
-            frames += live * (len(released) + len(lazy) - len(self.touched))
+            if self.urgent:
+                for conn in audience:
+                    if conn.staged is None:
+                        if presence:
+                            frames += self._push_presence(conn)
+                        conn.push(blob)
+                        released.append(conn)
+                frames += (count - len(failed)) * (len(released) - len(self.touched))
         offsets: list[int] = []
         for conn in self.touched:
             staged = conn.staged
@@ -170,16 +191,23 @@ class Turn:
             conn.staged_bytes = 0
             if conn.state == CLOSED:  # lost meanwhile: nobody to send to
                 conn.cursor = 0
+                conn.mark = -1
                 continue
+            if conn.mark >= 0:  # its pending presence comes first
+                frames += self._push_presence(conn)
+            if conn.state in _AUDIENCE:
+                conn.mark = end + 1 if logged else end
+            else:
+                conn.mark = -1
             if not offsets and count:
                 offsets = [0, *itertools.accumulate(len(f) for f in bcast)]
             parts: list[bytes] = []
             for item in staged:
                 kind = type(item)
                 if kind is tuple:
-                    start, end = item
-                    parts.append(blob[offsets[start]:offsets[end]])
-                    frames += end - start
+                    start, stop = item
+                    parts.append(blob[offsets[start]:offsets[stop]])
+                    frames += stop - start
                 elif kind is Outcome:
                     if item.index in failed:
                         parts.append(failed[item.index])
@@ -198,12 +226,63 @@ class Turn:
                 frames += count - conn.cursor
             conn.cursor = 0
             _push_parts(conn, parts)
+        if logged:
+            presence.append(blob)
+            self.presence_frames.append(self.presence_frames[-1] + count)
+            self.presence_bytes.append(self.presence_bytes[-1] + len(blob))
+            self.presence_joined = None
+        elif count and presence:  # a public message took everyone's presence along
+            self._clear_presence()
         self.bcast = []
         self.touched = []
         self.failed = {}
         self.unicast_frames = 0
         self.urgent = False
-        return frames, released, lazy
+        return frames, released
+
+    def flush_presence(self, audience: Iterable[Connection]) -> tuple[int, list[Connection]]:
+        """Queue every member's pending presence and empty the log (between
+        turns: a connection touched this turn must take its own first).
+
+        Returns the number of frames queued and the connections given them.
+        """
+        assert not self.touched
+        if not self.presence:
+            return 0, []
+        frames = 0
+        given: list[Connection] = []
+        for conn in audience:
+            count = self._push_presence(conn)
+            if count:
+                frames += count
+                given.append(conn)
+        self._clear_presence()
+        return frames, given
+
+    def _push_presence(self, conn: Connection) -> int:
+        """Queue the member's pending presence: a part of ONE joined blob,
+        shared by reference; returns the number of frames."""
+        presence = self.presence
+        first = max(conn.mark - self.presence_base, 0)
+        if first >= len(presence):
+            return 0
+        joined = self.presence_joined
+        if joined is None:
+            joined = presence[0] if len(presence) == 1 else b"".join(presence)
+            self.presence_joined = joined
+        if first:
+            conn.push_from(joined, self.presence_bytes[first])
+        else:
+            conn.push(joined)
+        return self.presence_frames[-1] - self.presence_frames[first]
+
+    def _clear_presence(self) -> None:
+        """Every member had its presence: marks below the new base mean that."""
+        self.presence_base += len(self.presence)
+        self.presence = []
+        self.presence_frames = [0]
+        self.presence_bytes = [0]
+        self.presence_joined = None
 
 
 def _push_parts(conn: Connection, parts: list[bytes]) -> None:
