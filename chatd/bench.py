@@ -48,11 +48,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, TypeVar
 
 from chatd.bench_load import IdleSpec, RoomSpec, idle_worker, raise_nofile, room_worker
 from chatd.bench_server import BenchError, Server, start_server
 from chatd.bench_wire import STAMP_DIGITS
+from chatd.cli import OneLineParser
+from chatd.settings import port_number, positive_seconds, seconds
 
 PARTS = ("fanout", "latency", "idle")
 TARGET_DELIVERIES = 1_000_000  # per second, 100-client room
@@ -61,10 +63,11 @@ TARGET_P99_MS = 20.0  # at 100,000 deliveries/s
 
 _SETUP_TIMEOUT = 300.0
 _Result = dict[str, Any]
+_T = TypeVar("_T")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="chatd bench",
         description="Load a chatd server from separate processes and print its figures.",
     )
@@ -72,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what to measure (default: all)")
     target = parser.add_argument_group("server")
     target.add_argument("--host", default="127.0.0.1", help="server to load with --port")
-    target.add_argument("--port", type=int, default=0,
+    target.add_argument("--port", type=_argtype(port_number), default=0,
                         help="load a running server (default: start one per run)")
     target.add_argument("--server-pid", type=int, default=None,
                         help="pid of the --port server, for CPU, RSS and thread figures")
@@ -97,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="latency: fixed load in deliveries/s")
     room.add_argument("--probe-every", type=_positive, default=10,
                       help="latency: time every Nth client besides the senders (1 = all)")
-    room.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
-    room.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
+    room.add_argument("--duration", type=_argtype(positive_seconds), default=5.0,
+                      help="measured seconds per run")
+    room.add_argument("--warmup", type=_argtype(seconds), default=1.0,
+                      help="seconds before measuring")
     room.add_argument("--procs", type=_positive, default=2,
                       help="generator processes for the room")
     idle = parser.add_argument_group("idle connections")
@@ -111,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true",
                         help="print the results as JSON on stdout (the lines go to stderr)")
     return parser
+
+
+def _argtype(parse: Callable[[str], _T]) -> Callable[[str], _T]:
+    """A settings parser as an argparse type: its reason becomes the usage error."""
+
+    def convert(text: str) -> _T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+    return convert
 
 
 def _positive(text: str) -> int:

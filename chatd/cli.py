@@ -2,12 +2,14 @@
 
 Exit codes: 0 success; 1 an operational failure (no server running, a server
 already running, the port taken, no such user, a stop that timed out); 2 bad
-usage or a bad setting value. Every failure is one line on stderr.
+usage or a bad setting value; 130 on Ctrl-C, 141 when the reader of the output
+went away (``chatd watch | head``). Every failure is one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +22,7 @@ from chatd import __version__, daemon, views
 from chatd.control_client import ControlClient, ControlError
 from chatd.errors import StartupError
 from chatd.notify import from_environment
-from chatd.settings import SETTINGS, SettingError, Settings, resolve
+from chatd.settings import SETTINGS, SettingError, Settings, positive_seconds, resolve
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -41,26 +43,23 @@ _LOCATE = ("data_dir", "control")
 
 
 def _seconds(text: str) -> float:
-    """An argparse type: a positive, finite number of seconds."""
+    """An argparse type: a wait in seconds, by the rule of the duration settings."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
-    return value
+        return positive_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad number of seconds {text!r}: {exc}") from None
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line (and exit 2)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
-def _setting_flags(names: Sequence[str] | None = None) -> _Parser:
+def _setting_flags(names: Sequence[str] | None = None) -> OneLineParser:
     """A parent parser with --config and one flag per setting (or the named ones)."""
-    parent = _Parser(add_help=False)
+    parent = OneLineParser(add_help=False)
     parent.add_argument("--config", type=Path, metavar="FILE",
                         help="TOML config file (default: $CHATD_CONFIG)")
     defaults = Settings()
@@ -78,7 +77,7 @@ def _setting_flags(names: Sequence[str] | None = None) -> _Parser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="chatd", description="The chat server, and the commands to operate it.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -222,9 +221,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chatd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return _COMMANDS[args.command](args, settings)
+        code = _COMMANDS[args.command](args, settings)
+        sys.stdout.flush()  # here, so that a failed write is reported below
+        return code
     except (StartupError, ControlError, daemon.StopError) as exc:
         print(f"chatd {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+    except BrokenPipeError:
+        # The reader went away (`chatd watch | head`): end quietly, as filters do.
+        _discard_stdout()
+        return 128 + signal.SIGPIPE
+    except OSError as exc:  # output to a full disk, a failed fork, and the like
+        _discard_stdout()
+        print(f"chatd {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):  # not a real file (tests capture it)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

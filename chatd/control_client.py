@@ -8,33 +8,22 @@ fit for an operator, so the command line can print it and exit 1.
 from __future__ import annotations
 
 import itertools
-import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
+from chatd.unix_path import unix_address
 from protocol import Decoder, Message, ProtocolError, encode
 from protocol.limits import CLIENT_MAX_FRAME
 
 DEFAULT_TIMEOUT = 10.0  # seconds to wait for a reply; a loaded server still answers
-UNIX_PATH_MAX = 100  # sun_path holds 108 bytes; longer paths go through /proc
 
 
 def connect_unix(sock: socket.socket, path: Path) -> None:
-    """Connect to a Unix socket, also when its path is too long for ``sun_path``.
-
-    A long path (deep data directories, pytest's tmp paths) is reached through
-    ``/proc/self/fd`` of an open descriptor of its directory.
-    """
-    if len(os.fsencode(path)) <= UNIX_PATH_MAX:
-        sock.connect(os.fspath(path))
-        return
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        sock.connect(f"/proc/self/fd/{fd}/{path.name}")
-    finally:
-        os.close(fd)
+    """Connect to a Unix socket, also when its path is too long for ``sun_path``."""
+    with unix_address(path) as address:
+        sock.connect(address)
 
 
 class ControlError(Exception):

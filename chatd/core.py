@@ -201,8 +201,9 @@ class Core:
             self._close(conn, None, "error")
 
     def lost(self, conn: Connection) -> None:
-        """The peer closed or broke the connection (EOF, reset): nothing more
-        can reach it, so nothing is staged for it."""
+        """The peer closed or broke the connection (EOF, reset): the session
+        ends without a final frame (what was already queued may still go out
+        to a peer that only closed its sending side)."""
         if conn.state < CLOSING:
             self._close(conn, None, "lost", stage=False)
 

@@ -46,6 +46,8 @@ def configure_logging(level: str) -> None:
 def _make_data_dir(settings: Settings) -> None:
     try:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:  # exist_ok covers directories only: this is something else
+        raise StartupError(f"data directory {settings.data_dir} is not a directory") from None
     except OSError as exc:
         raise StartupError(
             f"cannot create data directory {settings.data_dir}: {exc.strerror}"
@@ -192,10 +194,14 @@ def stop(settings: Settings, timeout: float) -> int | None:
     sends SIGTERM to the pid in the pid file. Returns the pid (None if the
     server kept no pid file here: then the end of the control connection is
     the best sign of its end). Raises :class:`~chatd.control_client.NotRunning`
-    if no server runs, and :class:`StopError` if it still runs at the deadline.
+    if no server runs, and :class:`StopError` if it still runs at the deadline
+    (or its pid file cannot be read, or it may not be signalled).
     """
     deadline = time.monotonic() + timeout
-    pid = holder(settings.pid_path)
+    try:
+        pid = holder(settings.pid_path)
+    except OSError as exc:
+        raise StopError(f"cannot read pid file {settings.pid_path}: {exc.strerror}") from None
     try:
         # Half the time at most for the polite way, so SIGTERM still has its turn.
         with ControlClient(settings.control_path, timeout=timeout / 2) as client:
@@ -205,7 +211,12 @@ def stop(settings: Settings, timeout: float) -> int | None:
     except ControlError:
         if not pid:  # None: no pid file; 0: a server that has not written its pid yet
             raise
-        os.kill(pid, signal.SIGTERM)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # it ended between reading the pid file and now: what stop wants
+        except PermissionError:
+            raise StopError(f"not allowed to signal chatd (pid {pid})") from None
     if pid and not wait_gone(pid, deadline - time.monotonic()):
         raise StopError(f"chatd (pid {pid}) is still running after {timeout:g} s")
     return pid or None

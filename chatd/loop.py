@@ -34,7 +34,7 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -45,6 +45,7 @@ from chatd.errors import StartupError
 from chatd.history import History, open_history
 from chatd.settings import Settings
 from chatd.timers import Timers
+from chatd.unix_path import unix_address
 
 log = logging.getLogger("chatd")
 
@@ -61,7 +62,6 @@ PRESENCE_DELAY_PER_MEMBER_S = 0.00005  # presence batching: 0.5 s at 10,000 memb
 PRESENCE_DELAY_MAX_S = 0.5
 ACCEPT_BACKOFF_S = 0.2  # out of file descriptors: stop accepting this long
 STATUS_EVERY_S = 5.0  # notify("STATUS=...") period
-UNIX_PATH_MAX = 100  # sun_path is 108 bytes; longer paths go through /proc
 
 _LISTEN = "listen"
 _CONTROL = "control"
@@ -82,24 +82,6 @@ def serve(settings: Settings, notify: Notify | None = None) -> int:
         return server.run()
     finally:
         server.cleanup()
-
-
-@contextlib.contextmanager
-def unix_address(path: Path) -> Iterator[str]:
-    """An AF_UNIX address for ``path``, also when it is too long for sun_path.
-
-    A long path is reached through ``/proc/self/fd`` of its directory, open
-    only while the address is used (bind or connect).
-    """
-    text = os.fspath(path)
-    if len(os.fsencode(text)) <= UNIX_PATH_MAX:
-        yield text
-        return
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        yield f"/proc/self/fd/{fd}/{path.name}"
-    finally:
-        os.close(fd)
 
 
 def raise_fd_limit() -> None:
@@ -132,7 +114,6 @@ class Server:
         self.wake_r, self.wake_w = socket.socketpair()
         self.rbuf = bytearray(READ_SIZE)
         self.rview = memoryview(self.rbuf)
-        self.closing: set[Connection] = set()
         self.grace_deadline: float | None = None
         self.port = 0
         self.accepting = False
@@ -196,7 +177,9 @@ class Server:
         except FileNotFoundError:
             pass
         else:
-            if stat.S_ISSOCK(mode) and _answers(path):
+            if not stat.S_ISSOCK(mode):  # a mistyped --control must not delete a file
+                raise StartupError(f"control socket path {path} exists and is not a socket")
+            if _answers(path):
                 raise StartupError(
                     f"a chatd is already running with control socket {path}"
                 )
@@ -212,7 +195,9 @@ class Server:
             sock.listen(LISTEN_BACKLOG)
         except OSError as exc:
             sock.close()
-            raise StartupError(f"cannot create control socket {path}: {exc.strerror}") from None
+            raise StartupError(
+                f"cannot create control socket {path}: {exc.strerror or exc}"
+            ) from None
         finally:
             os.umask(old_umask)
         sock.setblocking(False)
@@ -353,6 +338,8 @@ class Server:
     def _accept(self, listener: socket.socket, kind: int) -> None:
         core = self.core
         assert core is not None
+        if not self.accepting:  # paused by the other listener earlier this turn
+            return
         for _ in range(ACCEPTS_PER_TURN):
             try:
                 sock, address = listener.accept()
@@ -365,7 +352,11 @@ class Server:
                 continue  # ECONNABORTED and friends: that peer is gone
             sock.setblocking(False)
             if kind == CHAT:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:  # reset before we got to it (EINVAL on some systems)
+                    sock.close()
+                    continue
                 label = f"{address[0]}:{address[1]}"
             else:
                 label = "control"
@@ -406,17 +397,20 @@ class Server:
             count = conn.sock.recv_into(self.rbuf, READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
-            count = 0
+        except OSError:  # reset: nothing can reach the peer any more
+            count = -1
         core = self.core
         assert core is not None
         if conn.state == LINGER:
-            if count == 0:
+            if count <= 0:
                 self._drop(conn)
             return
-        if count == 0:
+        if count <= 0:
             core.lost(conn)
-            self._drop(conn)
+            if count < 0 or conn.out is None:
+                self._drop(conn)
+            # Else only the peer's sending side is closed (FIN): it may still
+            # read. Its output is flushed like a closing one's, then it lingers.
             return
         # The decoder copies what it keeps, so the shared buffer can be lent.
         core.receive(conn, self.rview[:count])
@@ -446,14 +440,15 @@ class Server:
     def _flush_all(self, released: list[Connection], writable: list[Connection]) -> None:
         core = self.core
         assert core is not None
-        for conn in core.closing:
-            if conn.state == CLOSING:
-                self.closing.add(conn)
-                self.timers.schedule(core.now + FLUSH_TIMEOUT_S, conn, "flush")
-        core.closing = []
         targets = set(released)
         targets.update(writable)
-        targets.update(self.closing)
+        # A closing connection is tried now, then only when writable (not
+        # every turn: a shutdown can leave thousands that do not read).
+        for conn in core.closing:
+            if conn.state == CLOSING:
+                targets.add(conn)
+                self.timers.schedule(core.now + FLUSH_TIMEOUT_S, conn, "flush")
+        core.closing = []
         limit = self.settings.max_outbuf
         for conn in targets:
             if conn.state == CLOSED:
@@ -507,12 +502,17 @@ class Server:
         return True
 
     def _register(self, conn: Connection) -> None:
-        """READ always (backpressure: not while output is over max_outbuf);
-        WRITE only while output remains."""
+        """READ while a session (backpressure: not while output is over
+        max_outbuf), not while CLOSING: its input is ignored, and a peer's FIN
+        read then would cut off the flush of its last frames; WRITE only while
+        output remains."""
         events = 0
         if conn.out is not None:
             events = selectors.EVENT_WRITE
-        if conn.state >= CLOSING or conn.out_len + conn.held_len <= self.settings.max_outbuf:
+        if conn.state == LINGER or (
+            conn.state < CLOSING
+            and conn.out_len + conn.held_len <= self.settings.max_outbuf
+        ):
             events |= selectors.EVENT_READ
         if events != conn.events:
             if events:
@@ -527,7 +527,6 @@ class Server:
             self._drop(conn)
             return
         conn.state = LINGER
-        self.closing.discard(conn)
         if conn.events != selectors.EVENT_READ:
             self.sel.modify(conn.sock, selectors.EVENT_READ, conn)
             conn.events = selectors.EVENT_READ
@@ -541,7 +540,6 @@ class Server:
         if conn.state == CLOSED:
             return
         conn.state = CLOSED
-        self.closing.discard(conn)
         self.parked.discard(conn)
         sock = conn.sock
         if sock is not None:

@@ -30,7 +30,7 @@ def holder(path: Path) -> int | None:
     """The pid of the live server holding ``path`` (0 if not written yet), else None."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no such file, or no such directory
         return None
     try:
         try:

@@ -27,6 +27,11 @@ else:  # pragma: no cover - exercised on 3.10 only
 ENV_PREFIX = "CHATD_"
 CONFIG_ENV = "CHATD_CONFIG"  # the config file, when --config is not given
 MEMORY_DB = ":memory:"  # --db value that keeps history in memory only
+#: Longest control socket file name: a socket address holds 107 bytes, and a long
+#: path is reached as ``/proc/self/fd/N/NAME``.
+SOCKET_NAME_MAX = 80
+#: The longest duration a setting or a command's wait may be (11.6 days).
+MAX_SECONDS = 1_000_000
 
 
 class SettingError(ValueError):
@@ -64,14 +69,23 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _positive_float(text: str) -> float:
+def seconds(text: str) -> float:
+    """A duration; bounded, because a wait of ages overflows ``select`` and the like."""
     value = _non_negative_float(text)
+    if value > MAX_SECONDS:
+        raise ValueError(f"must be at most {MAX_SECONDS} seconds")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A duration > 0 (also the rule for the commands' own waits)."""
+    value = seconds(text)
     if value == 0:
         raise ValueError("must be greater than 0")
     return value
 
 
-def _port(text: str) -> int:
+def port_number(text: str) -> int:
     value = _int(text)
     if not 0 <= value <= 65535:
         raise ValueError("must be 0..65535 (0 picks a free port)")
@@ -94,6 +108,15 @@ def _text(text: str) -> str:
 def _path(text: str) -> Path:
     """An absolute path, so a daemon (which changes to /) still finds it."""
     return Path(_text(text)).expanduser().absolute()
+
+
+def _socket_path(text: str) -> Path:
+    """A Unix socket's path. Its directory may be as deep as it likes (a long path is
+    reached through ``/proc/self/fd``), but the name must fit in a socket address."""
+    path = _path(text)
+    if len(os.fsencode(path.name)) > SOCKET_NAME_MAX:
+        raise ValueError(f"the socket's file name is longer than {SOCKET_NAME_MAX} bytes")
+    return path
 
 
 def _db(text: str) -> str:
@@ -124,10 +147,10 @@ class Setting:
 #: Every server setting. Defaults live on :class:`Settings`.
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", _text, "address to listen on", "ADDR"),
-    Setting("port", _port, "TCP port to listen on", "PORT"),
+    Setting("port", port_number, "TCP port to listen on", "PORT"),
     Setting("data_dir", _path, "directory for the pid file, log, control socket and history",
             "DIR"),
-    Setting("control", _path, "control socket path (default DATA_DIR/control.sock)", "PATH"),
+    Setting("control", _socket_path, "control socket path (default DATA_DIR/control.sock)", "PATH"),
     Setting("db", _db, "history database (default DATA_DIR/history.sqlite3; ':memory:' keeps "
             "history in memory only)", "PATH"),
     Setting("sync", _sync, "SQLite synchronous mode: full or normal", "MODE"),
@@ -139,12 +162,12 @@ SETTINGS: tuple[Setting, ...] = (
             "BYTES"),
     Setting("rate", _non_negative_float, "requests per second per connection (0 = off)", "R"),
     Setting("burst", _positive_int, "token bucket size for --rate", "N"),
-    Setting("heartbeat", _positive_float, "seconds of silence before a ping", "S"),
-    Setting("handshake_timeout", _positive_float, "seconds allowed before hello", "S"),
+    Setting("heartbeat", positive_seconds, "seconds of silence before a ping", "S"),
+    Setting("handshake_timeout", positive_seconds, "seconds allowed before hello", "S"),
     Setting("backlog", _non_negative_int, "messages sent after welcome", "N"),
     Setting("history", _positive_int, "public messages retained", "N"),
     Setting("password", _text, "password clients must give in hello (default: none)", "TEXT"),
-    Setting("grace", _non_negative_float, "seconds to flush clients at shutdown", "S"),
+    Setting("grace", seconds, "seconds to flush clients at shutdown", "S"),
 )
 
 

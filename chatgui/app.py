@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chatd import __version__
+from chatgui.session import port_number
 from protocol import limits
 
 SETTINGS_ENV = "CHATGUI_SETTINGS"  # where the login window keeps its last values
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chatgui {__version__}")
     parser.add_argument("--name", help="log in as NAME without the login window")
     parser.add_argument("--host", help=f"server address (default {limits.DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, help=f"server port (default {limits.DEFAULT_PORT})")
+    parser.add_argument("--port", type=port_number,
+                        help=f"server port (default {limits.DEFAULT_PORT})")
     parser.add_argument("--password", default=os.environ.get("CHAT_PASSWORD"),
                         help="server password (default: $CHAT_PASSWORD)")
     parser.add_argument("--monitor", action="store_true",

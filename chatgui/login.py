@@ -17,7 +17,7 @@ import PySimpleGUI as sg
 
 from chatd import __version__
 from chatgui.logview import STYLES
-from chatgui.session import Event, Session
+from chatgui.session import Event, Session, port_number
 from protocol import limits
 from protocol.values import name_problem
 
@@ -33,9 +33,17 @@ def check(name: str, host: str, port: str) -> str | None:
         return f"Name: {problem}."
     if not host.strip():
         return "Server: enter a host name or address."
-    if not port.strip().isdigit() or not 1 <= int(port) <= 65535:
+    if not _port(port):
         return "Port: a number from 1 to 65535."
     return None
+
+
+def _port(text: object) -> int:
+    """``text`` as a port number, or 0 if it is not one (a settings file may hold anything)."""
+    try:
+        return port_number(text)
+    except ValueError:
+        return 0
 
 
 def remember(settings: sg.UserSettings, session: Session) -> None:
@@ -62,7 +70,7 @@ def login(settings: sg.UserSettings, *, name: str = "", host: str = "", port: in
     """Show the window until a session is logged in (returned) or the user gives up."""
     name = name or str(settings.get("name", ""))
     host = host or str(settings.get("host", limits.DEFAULT_HOST))
-    port = port or int(settings.get("port", limits.DEFAULT_PORT))
+    port = port or _port(settings.get("port")) or limits.DEFAULT_PORT
     label = {"size": (9, 1)}
     layout = [
         [sg.Text("Join the chat", font=("DejaVu Sans", 13, "bold"))],
@@ -97,7 +105,7 @@ def login(settings: sg.UserSettings, *, name: str = "", host: str = "", port: in
                     window["-ERROR-"].update(problem, text_color=ERROR_COLOR)
                     continue
                 session = Session(values["-NAME-"], values["-HOST-"].strip(),
-                                  int(values["-PORT-"]),
+                                  _port(values["-PORT-"]),
                                   password=values["-PASSWORD-"] or None,
                                   agent=f"chatgui/{__version__}")
                 window["-ERROR-"].update(f"Connecting to {session.address}…",

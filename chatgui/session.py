@@ -14,7 +14,10 @@ What the session guarantees the user, per the wire contract:
   whole outbox is sent again; the server answers an already accepted ``say``
   with the original message, which acknowledges it without a new copy.
 - **Nothing is missed.** A reconnect resumes with ``since`` = the last seq seen,
-  and messages are de-duplicated by seq.
+  and messages are de-duplicated by seq. A ``pm`` has no seq and the server
+  does not de-duplicate it, so a sender that resends one after a reconnect may
+  deliver it twice: the recipient drops a ``pm`` whose sender and id it has
+  just seen.
 - **Connection loss is survived.** Reconnects use exponential backoff with
   jitter (0.5 s doubling up to 30 s) and carry the ``token`` of the last
   ``welcome``, so a session the server still holds (a silently dead connection)
@@ -23,22 +26,29 @@ What the session guarantees the user, per the wire contract:
 Only the *first* login is a single attempt: a refusal or an unreachable server
 is reported (``failed``) so a login window can show it and let the user retry.
 Refusals the user must fix (``name_taken``, ``bad_name``, ``auth_failed``,
-``server_full``, ``unsupported_proto``) and ``bye`` ``kicked``/``replaced``
-stop reconnecting at any time.
+``unsupported_proto``) and ``bye`` ``kicked``/``replaced`` stop reconnecting at
+any time; ``server_full`` does so only at the first login: on a reconnect it
+passes (clients cut off together come back together), so it is retried with
+backoff, keeping the outbox.
 
 Name resolution: a numeric address is used as is; any other host name is
-resolved once with ``getaddrinfo`` when the session first connects (the only
-call that can wait: ``localhost`` is answered from the hosts file at once) and
-the addresses are reused for every reconnect.
+resolved once, when the session first connects, and the addresses are reused
+for every reconnect. ``getaddrinfo`` can wait for seconds on a slow or dead
+name server and has no non-blocking form, and the GUI has one thread, so the
+lookup runs in a short-lived child process (:data:`RESOLVER`) that ``poll``
+checks without waiting, and kills after ``CONNECT_TIMEOUT``.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import select
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -57,8 +67,9 @@ CONNECTED = "connected"
 RECONNECTING = "reconnecting"
 OFFLINE = "offline"
 
-#: Login refusals that another attempt with the same input cannot fix.
-REFUSALS = frozenset({"name_taken", "bad_name", "auth_failed", "server_full", "unsupported_proto"})
+#: Login refusals that another attempt with the same input cannot fix
+#: (``server_full`` can pass, so only a first login gives up on it).
+REFUSALS = frozenset({"name_taken", "bad_name", "auth_failed", "unsupported_proto"})
 
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
@@ -69,8 +80,21 @@ MAX_EVENTS = 500  # messages handled per poll: bounds the work of one GUI turn
 READ_AHEAD = 16 * 1024 * 1024  # read ahead this far into a flood, so the server never waits on us
 RECV_SIZE = 256 * 1024
 HISTORY_PAGE = 50
+PM_MEMORY = 1024  # (sender, id) of recent private messages, to drop resent copies
 
 _IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY, errno.EINTR}
+
+#: The child that resolves a host name: argv host, port; prints a JSON list of
+#: [family, address] pairs, or {"error": why}. A list so tests can swap it.
+RESOLVER = [sys.executable, "-c", """
+import json, socket, sys
+try:
+    infos = socket.getaddrinfo(sys.argv[1], int(sys.argv[2]), type=socket.SOCK_STREAM,
+                               flags=socket.AI_NUMERICSERV)
+    print(json.dumps([[int(f), list(a)] for f, _, _, _, a in infos]))
+except (OSError, UnicodeError, ValueError, OverflowError) as exc:
+    print(json.dumps({"error": str(exc)}))
+"""]
 
 
 @dataclass(frozen=True)
@@ -122,14 +146,27 @@ class Pending:
         return to if isinstance(to, str) else None
 
 
+def port_number(text: object) -> int:
+    """``text`` as a TCP port to connect to (1..65535), else ``ValueError``.
+
+    Strict ASCII digits: ``"²"`` is a digit to ``str.isdigit`` but not to
+    ``int``, and ``getaddrinfo`` quietly wraps a port past 65535.
+    """
+    value = str(text).strip()
+    if not (value.isascii() and value.isdecimal()) or not 1 <= int(value) <= 65535:
+        raise ValueError(f"not a port number (1..65535): {text!r}")
+    return int(value)
+
+
 def backoff_delay(attempt: int, rng: random.Random) -> float:
     """Seconds to wait before reconnect attempt ``attempt`` (0 = first retry).
 
-    The ceiling doubles from 0.5 s up to 30 s; the delay is drawn between half
-    the ceiling and the ceiling (never under 0.5 s), so clients cut off together
-    do not all come back in the same instant.
+    The ceiling doubles from 1 s up to 30 s; the delay is drawn between half
+    the ceiling and the ceiling (0.5..1 s for the first retry), so clients cut
+    off together, e.g. by a server restart, do not all come back in the same
+    instant, not even the first time.
     """
-    ceiling = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** min(attempt, 16))
+    ceiling = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** min(attempt + 1, 16))
     return rng.uniform(max(BACKOFF_MIN, ceiling / 2), ceiling)
 
 
@@ -181,7 +218,9 @@ class Session:
         self._sock: socket.socket | None = None
         self._decoder = Decoder(limits.CLIENT_MAX_FRAME)
         self._out = bytearray()
-        self._phase = "idle"  # idle, connecting, handshake, ready, closing, waiting, done
+        self._phase = "idle"  # idle, resolving, connecting, handshake, ready, closing,
+        # waiting, done
+        self._resolver: subprocess.Popen[bytes] | None = None
         self._deadline = 0.0
         self._retry_at = 0.0
         self._eof = False
@@ -195,6 +234,7 @@ class Session:
         self._resumed = False
         self._events: list[Event] = []
         self._started = False
+        self._pms_seen: dict[tuple[str, str], None] = {}  # insertion order: oldest first
 
     # ------------------------------------------------------------------ public
 
@@ -292,7 +332,9 @@ class Session:
             self._started = True
             self._connect(now)
         phase = self._phase
-        if phase == "connecting":
+        if phase == "resolving":
+            self._check_resolver(now)
+        elif phase == "connecting":
             self._check_connect(now)
         elif phase == "waiting" and now >= self._retry_at:
             self._connect(now)
@@ -321,25 +363,67 @@ class Session:
         self.status = status
         self._emit("status", status=status, detail=detail, delay=delay)
 
-    def _resolve(self) -> list[tuple[Any, ...]]:
+    def _start_resolver(self, now: float) -> None:
+        """A numeric address at once; a host name by the child (see the module doc)."""
         flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
         try:
             infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
                                        flags=flags)
-        except socket.gaierror:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_NUMERICSERV)
-        return [(family, address) for family, _, _, _, address in infos]
+        except (OSError, UnicodeError, OverflowError):
+            pass  # not numeric: a name to look up
+        else:
+            self._addresses = [(family, address) for family, _, _, _, address in infos]
+            self._address_index = 0
+            return
+        self._set_status(CONNECTING, f"looking up {self.host}")
+        try:
+            self._resolver = subprocess.Popen(
+                [*RESOLVER, self.host, str(self.port)], stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the host name
+            self._fail("unreachable", f"cannot resolve {self.host!r}: {exc}")
+            return
+        self._phase = "resolving"
+        self._deadline = now + CONNECT_TIMEOUT
+
+    def _check_resolver(self, now: float) -> None:
+        proc = self._resolver
+        assert proc is not None and proc.stdout is not None
+        if proc.poll() is None:
+            if now >= self._deadline:
+                self._stop_resolver()
+                self._fail("unreachable", f"cannot resolve {self.host!r}: no answer "
+                           f"within {CONNECT_TIMEOUT:g} s")
+            return
+        output = proc.stdout.read()  # it has exited: its few bytes are all there
+        self._stop_resolver()
+        try:
+            answer = json.loads(output)
+        except ValueError:
+            answer = {"error": f"the resolver failed ({proc.returncode})"}
+        if not isinstance(answer, list) or not answer:
+            why = answer.get("error") if isinstance(answer, dict) else "no address"
+            self._fail("unreachable", f"cannot resolve {self.host!r}: {why}")
+            return
+        self._addresses = [(family, tuple(address)) for family, address in answer]
+        self._address_index = 0
+        self._connect(now)
+
+    def _stop_resolver(self) -> None:
+        proc, self._resolver = self._resolver, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()  # exited or killed: reaped at once
+            if proc.stdout is not None:
+                proc.stdout.close()
 
     def _connect(self, now: float) -> None:
         """Start a non-blocking connect to the next address."""
         if self._addresses is None:
-            try:
-                self._addresses = self._resolve()
-            except (socket.gaierror, UnicodeError, OverflowError) as exc:
-                self._fail("unreachable", f"cannot resolve {self.host!r}: {exc}")
-                return
-            self._address_index = 0
+            self._start_resolver(now)
+            if self._addresses is None:
+                return  # resolving, or failed
         family, address = self._addresses[self._address_index]
         self._set_status(RECONNECTING if self._logged_in_once else CONNECTING,
                          f"connecting to {self.address}")
@@ -437,6 +521,7 @@ class Session:
         self._finish(detail)
 
     def _finish(self, detail: str) -> None:
+        self._stop_resolver()
         self._drop_socket()
         self._phase = "done"
         self.finished = True
@@ -453,13 +538,21 @@ class Session:
         self._send(message)
         return True
 
+    def _oversize(self, frame: Message) -> str | None:
+        """Why the server would drop the connection over ``frame`` (fatal
+        ``frame_too_large``), or None: such a frame is refused here instead."""
+        size = len(encode(frame)) - limits.HEADER_SIZE
+        if size <= self.max_frame:
+            return None
+        return f"the message takes {size} bytes; this server takes frames of at most " \
+               f"{self.max_frame}"
+
     def _queue(self, frame: Message) -> str:
         ident = uuid.uuid4().hex
         frame["id"] = ident
-        size = len(encode(frame)) - limits.HEADER_SIZE
-        if size > self.max_frame:  # the server would drop the connection: refuse it here
-            raise ProtocolError("text_too_long", f"the message takes {size} bytes; this "
-                                f"server takes frames of at most {self.max_frame}")
+        problem = self._oversize(frame)
+        if problem is not None:
+            raise ProtocolError("text_too_long", problem)
         entry = Pending(ident, frame)
         self._outbox[ident] = entry
         if self._phase == "ready" and not self._resend:
@@ -515,9 +608,6 @@ class Session:
                 break
             chunks.append(data)
             size += len(data)
-        if chunks:
-            self._last_rx = now
-            self._ping_sent = False
         try:
             messages = self._decoder.feed(b"".join(chunks), limit=self.max_events)
         except ProtocolError as exc:
@@ -526,6 +616,9 @@ class Session:
             if self._sock is sock:
                 self._lost(now, f"the server sent a bad frame ({exc.message})")
             return
+        if chunks or messages:  # a long flood is drained over many polls: alive throughout
+            self._last_rx = now
+            self._ping_sent = False
         self.more = len(messages) >= self.max_events
         for message in messages:
             self._handle(now, message)
@@ -575,8 +668,17 @@ class Session:
         self._set_status(CONNECTED, f"connected to {self.address}")
         self._emit("welcome", msg=message, detail="resumed" if resumed else "")
         self._emit("users", msg={"type": "users", "users": list(self.users.values())})
-        for entry in self._outbox.values():
+        for entry in list(self._outbox.values()):
             entry.not_before = 0.0
+            # Typed before this server announced a smaller max_frame: sending it
+            # would cost the connection, on every reconnect. Refuse it instead.
+            problem = self._oversize(entry.frame)
+            if problem is not None:
+                del self._outbox[entry.ident]
+                refusal: Message = {"type": "error", "code": "text_too_long", "message": problem,
+                                    "fatal": False, "ref": entry.ident}
+                self._emit("error", msg=refusal, code="text_too_long", detail=problem,
+                           ident=entry.ident)
         self._resend = bool(self._outbox)
         self._resend_due(now)
 
@@ -602,6 +704,14 @@ class Session:
 
     def _on_pm(self, now: float, message: Message) -> None:
         self._acknowledge(message, "pm")
+        ident = message.get("id")
+        if ident is not None:
+            key = (name_key(message["from"]), ident)
+            if key in self._pms_seen:
+                return  # the sender resent it after a reconnect: shown already
+            self._pms_seen[key] = None
+            if len(self._pms_seen) > PM_MEMORY:
+                del self._pms_seen[next(iter(self._pms_seen))]
         self._emit("pm", msg=message)
 
     def _on_join(self, now: float, message: Message) -> None:

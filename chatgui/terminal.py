@@ -25,7 +25,7 @@ from typing import TextIO
 from chatd import __version__
 from chatgui import commands
 from chatgui.lines import event_lines, pending_line
-from chatgui.session import OFFLINE, Session
+from chatgui.session import OFFLINE, Session, port_number
 from protocol import limits
 from protocol.errors import ProtocolError
 from protocol.values import name_problem
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chat {__version__}")
     parser.add_argument("--name", required=True, help="your user name")
     parser.add_argument("--host", default=limits.DEFAULT_HOST, help="server address")
-    parser.add_argument("--port", type=int, default=limits.DEFAULT_PORT, help="server port")
+    parser.add_argument("--port", type=port_number, default=limits.DEFAULT_PORT, help="server port")
     parser.add_argument("--password", default=os.environ.get("CHAT_PASSWORD"),
                         help="server password (default: $CHAT_PASSWORD)")
     parser.add_argument("--wait", type=float, default=10.0, metavar="S",
@@ -72,10 +72,14 @@ class Terminal:
     def handle_line(self, line: str) -> None:
         command = commands.parse(line.rstrip("\r\n"))  # a CRLF file works too
         try:
-            if command.kind == "say":
-                self.session.say(command.text)
-            elif command.kind == "pm":
-                self.session.pm(command.to, command.text)
+            if command.kind in ("say", "pm"):
+                if command.kind == "say":
+                    self.session.say(command.text)
+                else:
+                    self.session.pm(command.to, command.text)
+                if self.session.status == OFFLINE:  # queued until the first connection
+                    entry = self.session.outbox[-1]
+                    self.err.write(pending_line(entry.kind, entry.text, entry.to).text + "\n")
             elif command.kind == "who":
                 if not self.session.who():
                     self.err.write("chat: not connected\n")
@@ -87,10 +91,6 @@ class Terminal:
                 self.err.write(f"chat: {command.text}\n")
         except ProtocolError as exc:
             self.err.write(f"chat: not sent: {exc.message}\n")
-        if self.session.status == OFFLINE and command.kind in ("say", "pm"):
-            entry = self.session.outbox[-1] if self.session.outbox else None
-            if entry is not None:
-                self.err.write(pending_line(entry.kind, entry.text, entry.to).text + "\n")
 
 
 def run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> int:
@@ -159,14 +159,15 @@ def run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> in
                 term.handle_line(raw.decode("utf-8", "replace"))
 
 
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args, sys.stdin, sys.stdout, sys.stderr)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (``chat | head``): no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit's flush
+        return 1
 
 
 if __name__ == "__main__":

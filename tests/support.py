@@ -113,9 +113,10 @@ def running_server(tmp_path: Path, *flags: str, db: str = ":memory:",
                    max_fds: int | None = None) -> Iterator[ServerProcess]:
     """``chatd run --port 0`` with its data in ``tmp_path``; stopped on exit.
 
-    ``max_fds`` lowers the server's RLIMIT_NOFILE once it listens (to test
-    running out of file descriptors; ``prlimit`` instead of a ``preexec_fn``,
-    which is unsafe in a process with threads).
+    Fails the test if the server logged a traceback. ``max_fds`` lowers the
+    server's RLIMIT_NOFILE once it listens (to test running out of file
+    descriptors; ``prlimit`` instead of a ``preexec_fn``, which is unsafe in a
+    process with threads).
     """
     data_dir = tmp_path / "chatd-data"
     args = [sys.executable, "-m", "chatd", "run", "--host", "127.0.0.1", "--port", "0",
@@ -152,6 +153,10 @@ def running_server(tmp_path: Path, *flags: str, db: str = ":memory:",
         reader.join(STOP_TIMEOUT)
         if proc.stderr is not None:
             proc.stderr.close()
+    # Reached only when the test passed: an exception that escaped the loop
+    # (or was logged with its traceback) fails it even if nothing noticed.
+    if any("Traceback" in line for line in lines):
+        raise AssertionError("chatd logged a traceback:\n" + "\n".join(lines))
 
 
 class ConnectionClosed(AssertionError):

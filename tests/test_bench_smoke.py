@@ -52,6 +52,8 @@ def test_bench_all_prints_the_figures() -> None:
 
 
 def test_bench_rejects_bad_flags() -> None:
-    code, _, err = _bench("fanout", "--clients", "0", timeout=30)
-    assert code == 2
-    assert "--clients" in err
+    for flag, bad in (("--clients", "0"), ("--duration", "nan"), ("--warmup", "-1"),
+                      ("--port", "99999")):
+        code, _, err = _bench("fanout", flag, bad, timeout=30)
+        assert code == 2
+        assert err.startswith(f"chatd bench: argument {flag}") and err.count("\n") == 1, err

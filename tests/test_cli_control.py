@@ -175,3 +175,26 @@ def test_settings_precedence_reaches_the_server(
     with running_server(tmp_path, *flags, env=env_vars) as server, \
             server.login("alice") as alice:
         assert alice.welcome["max_text"] == expected
+
+
+def test_output_nobody_can_take_is_no_traceback(server: ServerProcess) -> None:
+    """`chatd status | head -0`, or stdout on a full disk: a quiet or one-line end."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before chatd writes a byte
+    try:
+        gone = subprocess.run([sys.executable, "-m", "chatd", "status", "--data-dir",
+                               str(server.data_dir)], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=CLI_TIMEOUT, check=False)
+    finally:
+        os.close(write_end)
+    assert (gone.returncode, gone.stderr) == (128 + signal.SIGPIPE, "")
+    if not Path("/dev/full").exists():
+        return
+    with open("/dev/full", "wb") as full:
+        failed = subprocess.run([sys.executable, "-m", "chatd", "status", "--json",
+                                 "--data-dir", str(server.data_dir)], stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=CLI_TIMEOUT,
+                                check=False)
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("chatd status: ") and failed.stderr.count("\n") == 1
+    assert "No space left on device" in failed.stderr

@@ -39,6 +39,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         ["announce"],
         ["start", "--timeout", "0"],
         ["stop", "--timeout", "soon"],
+        ["stop", "--timeout", "1e300"],  # would overflow select()
     ],
 )
 def test_usage_errors_exit_2_with_one_line(
@@ -56,6 +57,7 @@ def test_usage_errors_exit_2_with_one_line(
     [
         (["run", "--port", "abc"], {}, "--port: bad port 'abc'"),
         (["run", "--max-clients", "0"], {}, "--max-clients"),
+        (["status", "--control", "/tmp/" + "c" * 200], {}, "socket's file name is longer"),
         (["start", "--rate", "-2"], {}, "--rate"),
         (["run"], {"CHATD_HEARTBEAT": "0"}, "CHATD_HEARTBEAT"),
         (["status"], {"CHATD_LOG_LEVEL": "loud"}, "CHATD_LOG_LEVEL"),
@@ -104,6 +106,16 @@ def test_commands_without_a_server_exit_1_with_one_line(
     assert main([*argv, "--data-dir", str(tmp_path)]) == 1
     err = _one_line(capsys.readouterr().err)
     assert f"no server running (control socket {tmp_path / 'control.sock'}: no such file)" in err
+
+
+@pytest.mark.parametrize("argv", [["status"], ["stop"], ["kick", "bob"]])
+def test_data_dir_that_is_a_file_exits_1_with_one_line(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main([*argv, "--data-dir", str(blocker)]) == 1
+    assert "Not a directory" in _one_line(capsys.readouterr().err)
 
 
 def test_refused_control_socket_is_not_running(tmp_path: Path) -> None:

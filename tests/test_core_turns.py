@@ -246,6 +246,31 @@ def test_takeover_moves_the_session(h: Harness) -> None:
     assert list(h.core.users) == ["bob", "alice"] and h.core.users["alice"] is new
 
 
+def test_timers_follow_the_new_connection_after_a_takeover(h: Harness) -> None:
+    """The old connection's heartbeat and the new one's handshake timer fire
+    after the takeover: neither may ping or time out the moved session."""
+    alice = h.login("alice")  # t=0: heartbeat due at 10
+    h.frames(alice)
+    h.turn(5.0)
+    new = h.connect()  # handshake timer due at 15
+    h.send(new, {"type": "hello", "proto": 1, "name": "alice", "token": alice.token})
+    h.end()
+    h.frames(new)
+    for now in (10.0, 14.9):
+        h.turn(now)
+        h.core.run_timers(now)
+        h.end()
+        assert h.frames(new) == [] and new.state != CLOSING
+    h.turn(15.0)  # its own heartbeat: 10 s after its hello
+    h.core.run_timers(15.0)
+    h.end()
+    assert [m["type"] for m in h.frames(new)] == ["ping"]
+    h.turn(25.0)
+    h.core.run_timers(25.0)
+    h.end()
+    assert h.frames(new)[-1]["code"] == "timeout" and new.state == CLOSING
+
+
 def test_frames_left_over_wait_for_the_next_turn(h: Harness) -> None:
     alice = h.login("alice")
     h.turn()

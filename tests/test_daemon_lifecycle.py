@@ -180,6 +180,9 @@ def test_start_reports_an_unusable_data_dir(tmp_path: Path) -> None:
     proc = chatd("start", "--port", "0", "--data-dir", str(blocker / "d"))
     assert proc.returncode == 1
     assert "cannot create data directory" in one_line(proc.stderr)
+    proc = chatd("start", "--port", "0", "--data-dir", str(blocker))
+    assert proc.returncode == 1
+    assert f"data directory {blocker} is not a directory" in one_line(proc.stderr)
 
 
 def test_start_reports_why_the_daemon_could_not_start(tmp_path: Path) -> None:
@@ -241,3 +244,17 @@ def test_stop_gives_up_at_its_deadline(tmp_path: Path) -> None:
             assert stubborn.poll() is None
         finally:
             stubborn.kill()
+
+
+def test_stop_of_a_server_that_ends_meanwhile_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pid file named a server that was gone before SIGTERM reached it."""
+    from chatd import daemon
+    from chatd.settings import Settings
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True, timeout=CLI_TIMEOUT)
+    pid = int(ended.stdout)  # reaped: no such process any more
+    monkeypatch.setattr(daemon, "holder", lambda path: pid)
+    assert daemon.stop(Settings(data_dir=tmp_path), timeout=5) == pid

@@ -306,3 +306,16 @@ def test_id_lookup_on_disk_uses_the_unique_index(tmp_path: Path) -> None:
                     store._db.execute("EXPLAIN QUERY PLAN " + _FIND, ("alice", "x", 1)))
     assert "USING INDEX msgs_ident" in plan, plan
     store.close()
+
+
+def test_a_batch_is_one_transaction(tmp_path: Path) -> None:
+    """Group commit: one loop turn's messages cost one COMMIT, however many."""
+    store = SqliteHistory(str(tmp_path / "h.sqlite3"), retain=1000)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    store.append([msg(seq, ident=f"id{seq}") for seq in range(1, 101)])
+    commits = [s for s in statements if s.strip().upper() == "COMMIT"]
+    assert len(commits) == 1
+    assert [s.strip().upper() for s in statements].index("BEGIN") == 0
+    store._db.set_trace_callback(None)
+    store.close()

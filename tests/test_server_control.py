@@ -210,6 +210,16 @@ def test_stale_control_socket_is_replaced(tmp_path: Path) -> None:
     probe.close()
 
 
+def test_a_file_at_the_control_path_is_refused_not_deleted(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious\n")
+    result = _run_chatd("--port", "0", "--data-dir", str(tmp_path), "--db", ":memory:",
+                        "--control", str(notes))
+    assert result.returncode == 1
+    assert "is not a socket" in result.stderr and "Traceback" not in result.stderr
+    assert notes.read_text() == "precious\n"
+
+
 def test_control_socket_path_longer_than_sun_path(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)

@@ -43,7 +43,7 @@ def test_heartbeat_ping_then_timeout(tmp_path: Path) -> None:
 
 
 def test_answering_pings_keeps_the_session(tmp_path: Path) -> None:
-    with running_server(tmp_path, "--heartbeat", "0.3") as srv, srv.login("awake") as awake:
+    with running_server(tmp_path, "--heartbeat", "0.6") as srv, srv.login("awake") as awake:
         for _ in range(4):
             ping = awake.expect("ping", timeout=5)
             awake.send({"type": "pong", "t": ping["t"]})
@@ -226,3 +226,25 @@ def test_requests_wait_while_their_replies_are_unread(tmp_path: Path) -> None:
                 assert len(frame["msgs"]) == 200
                 pages += 1
         greedy.close()
+
+
+def test_both_listeners_out_of_descriptors_in_one_turn(tmp_path: Path) -> None:
+    """Chat and control connections queued while accepts are paused: when
+    both listeners are ready in one turn and descriptors are still short, the
+    second must not pause (unregister) again and crash the server."""
+    with running_server(tmp_path, max_fds=48) as srv:
+        first = srv.login("first")
+        extra: list[TestClient] = []
+        try:
+            for _ in range(60):
+                extra.append(srv.client())
+            for _ in range(5):
+                extra.append(srv.control())
+            assert first.poll(1.0) is None  # several pause/resume rounds
+            first.send({"type": "say", "text": "still here"})
+            assert first.expect("msg")["text"] == "still here"
+            assert srv.proc.poll() is None
+        finally:
+            first.close()
+            for client in extra:
+                client.close()

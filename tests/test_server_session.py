@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from protocol import encode
 from tests.support import ServerProcess, running_server
 
 
@@ -282,3 +284,37 @@ def test_a_long_resume_comes_whole_and_before_live_traffic(tmp_path: Path) -> No
         assert seqs == list(range(1, 2006))
         assert resumer.welcome["seq"] == 2000
         resumer.close()
+
+
+def test_a_half_closed_client_still_gets_everything_before_bye(tmp_path: Path) -> None:
+    """Requests, ``bye``, then SHUT_WR without reading: the server's reply
+    outgrows the socket buffers, and the client's FIN must not make the server
+    drop what is still queued (contract §6: queued output, then the last frame)."""
+    with running_server(tmp_path, "--rate", "0", "--max-outbuf", str(64 << 20)) as srv, \
+            srv.login("halfway") as client:
+        pad = "x" * 60_000
+        count = 200  # 12 MB of pongs: more than loopback buffers hold
+        client.sock.sendall(b"".join(encode({"type": "ping", "t": [i, pad]})
+                                     for i in range(count)) + encode({"type": "bye"}))
+        client.sock.shutdown(socket.SHUT_WR)
+        frames = client.wait_closed(timeout=30)
+        assert [f["t"][0] for f in frames if f["type"] == "pong"] == list(range(count))
+        assert frames[-1] == {"type": "bye", "reason": "quit"}
+
+
+def test_a_half_closed_session_still_gets_its_replies(tmp_path: Path) -> None:
+    """Requests, then SHUT_WR without ``bye``: the session ends (``lost``),
+    but the replies already queued still reach the peer, which can read."""
+    with running_server(tmp_path, "--rate", "0", "--max-outbuf", str(64 << 20)) as srv, \
+            srv.control() as watcher, srv.login("leaving") as client:
+        watcher.send({"type": "watch"})
+        watcher.expect("ok")
+        pad = "x" * 60_000
+        count = 200
+        client.sock.sendall(b"".join(encode({"type": "ping", "t": [i, pad]})
+                                     for i in range(count)))
+        client.sock.shutdown(socket.SHUT_WR)
+        frames = client.wait_closed(timeout=30)
+        assert [f["t"][0] for f in frames if f["type"] == "pong"] == list(range(count))
+        leave = watcher.expect("leave", timeout=10)
+        assert leave["name"] == "leaving" and leave["reason"] == "lost"

@@ -9,11 +9,13 @@ from __future__ import annotations
 import random
 import select
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
+import chatgui.session as session_module
 from chatgui.session import (
     BACKOFF_MAX,
     BACKOFF_MIN,
@@ -188,7 +190,8 @@ def test_backoff_grows_from_half_a_second_to_thirty_with_jitter():
     rng = random.Random(7)
     delays = [[backoff_delay(n, rng) for _ in range(50)] for n in range(12)]
     assert all(BACKOFF_MIN <= d <= BACKOFF_MAX for row in delays for d in row)
-    assert max(delays[0]) == pytest.approx(BACKOFF_MIN)
+    assert max(delays[0]) <= 2 * BACKOFF_MIN  # the first retry comes soon, yet spread out
+    assert len({round(d, 6) for d in delays[0]}) > 40
     assert min(delays[11]) >= BACKOFF_MAX / 2  # capped, and still spread out
     assert len({round(d, 6) for d in delays[11]}) > 40
     assert [max(row) for row in delays[:6]] == sorted(max(row) for row in delays[:6])
@@ -203,3 +206,93 @@ def test_name_taken_on_reconnect_stops_the_session(listener):
     second.send({"type": "error", "code": "name_taken", "message": "taken", "fatal": True})
     until(session, events, lambda: session.finished)
     assert [e.code for e in events if e.kind == "failed"] == ["name_taken"]
+
+
+def test_server_full_on_reconnect_is_retried_with_the_outbox(listener):
+    session, fake, events = login(listener)
+    fake.conn.close()  # the connection is lost
+    second = accept(listener, session, events)
+    second.recv(session)  # hello
+    ident = session.say("still queued")
+    second.send({"type": "error", "code": "server_full", "message": "full", "fatal": True})
+    until(session, events, lambda: session.status == RECONNECTING and session.retry_in() > 0)
+    assert not session.finished and not [e for e in events if e.kind == "failed"]
+    third = accept(listener, session, events)
+    assert third.recv(session)["type"] == "hello"
+    third.send(welcome())
+    assert third.recv(session) == {"type": "say", "text": "still queued", "id": ident}
+
+
+def test_private_message_resent_after_a_reconnect_is_shown_once(listener):
+    session, fake, events = login(listener)
+    pm = {"type": "pm", "from": "Bob", "to": "alice", "ts": 1, "text": "psst", "id": "b1"}
+    fake.send(pm, {**pm, "from": "BOB"}, {**pm, "id": "b2", "text": "again"},
+              {**pm, "from": "carol"})  # the same id from someone else is another message
+    until(session, events, lambda: sum(e.kind == "pm" for e in events) >= 3)
+    fake.send({"type": "ping", "t": "barrier"})
+    assert fake.recv(session) == {"type": "pong", "t": "barrier"}
+    shown = [(e.msg["from"], e.msg["text"]) for e in events if e.kind == "pm"]
+    assert shown == [("Bob", "psst"), ("Bob", "again"), ("carol", "psst")]
+
+
+def test_a_flood_drained_over_many_polls_keeps_the_connection_alive(listener):
+    now = [0.0]
+    session, fake, events = login(listener, clock=lambda: now[0], max_events=1)
+    fake.send(*({"type": "msg", "seq": i, "ts": 1, "from": "bob", "text": f"m{i}"}
+                for i in range(1, 6)))
+    until(session, events, lambda: any(e.kind == "message" for e in events))
+    for _ in range(4):  # the rest is read already; each poll hands over one message
+        now[0] += 61.0  # two heartbeats: a poll with nothing to hand over would give up
+        events += session.poll()
+        assert session.status == CONNECTED
+    assert [e.msg["text"] for e in events if e.kind == "message"] == [f"m{i}" for i in range(1, 6)]
+
+
+def test_message_typed_before_a_smaller_max_frame_is_refused_not_sent(listener):
+    port = listener.getsockname()[1]
+    session = Session("alice", "127.0.0.1", port)
+    events: list[Event] = []
+    fake = accept(listener, session, events)
+    assert fake.recv(session)["type"] == "hello"
+    big = session.say("x" * 2000)  # fits the default frame limit, not this server's
+    small = session.say("fits")
+    fake.send(welcome(max_frame=1024))
+    until(session, events, lambda: session.status == CONNECTED)
+    assert fake.recv(session) == {"type": "say", "text": "fits", "id": small}
+    refused = [e for e in events if e.kind == "error"]
+    assert [(e.ident, e.code) for e in refused] == [(big, "text_too_long")]
+    assert [p.ident for p in session.outbox] == [small] and session.status == CONNECTED
+
+
+def test_a_host_name_is_resolved_without_blocking_and_connects(listener):
+    port = listener.getsockname()[1]
+    session = Session("alice", "localhost", port)  # may try ::1 first: refused, then 127.0.0.1
+    events: list[Event] = []
+    fake = accept(listener, session, events)
+    assert fake.recv(session)["type"] == "hello"
+    assert any(e.detail == "looking up localhost" for e in events)
+
+
+def test_a_resolver_that_hangs_is_given_up_and_reaped(monkeypatch):
+    monkeypatch.setattr(session_module, "RESOLVER",
+                        [sys.executable, "-c", "import time; time.sleep(60)"])
+    now = [0.0]
+    session = Session("alice", "slow.example", 65432, clock=lambda: now[0])
+    assert [e.status for e in session.poll()] == ["connecting"]  # returned, not waiting
+    child = session._resolver
+    assert child is not None and child.poll() is None and not session.finished
+    now[0] += session_module.CONNECT_TIMEOUT
+    failed = [e for e in session.poll() if e.kind == "failed"]
+    assert failed[0].code == "unreachable" and "no answer within" in failed[0].detail
+    assert child.returncode is not None and session._resolver is None  # killed and reaped
+
+
+def test_closing_while_resolving_stops_the_resolver(monkeypatch):
+    monkeypatch.setattr(session_module, "RESOLVER",
+                        [sys.executable, "-c", "import time; time.sleep(60)"])
+    session = Session("alice", "slow.example", 65432)
+    session.poll()
+    child = session._resolver
+    assert child is not None
+    session.close()
+    assert session.finished and child.returncode is not None

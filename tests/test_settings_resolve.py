@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from chatd.settings import SETTINGS, SettingError, Settings, resolve
+from chatd.settings import (
+    MAX_SECONDS,
+    SETTINGS,
+    SOCKET_NAME_MAX,
+    SettingError,
+    Settings,
+    resolve,
+)
 from protocol import limits
 
 
@@ -92,6 +99,15 @@ def test_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert resolve({"data_dir": "~/d"}, environ={}).data_dir == tmp_path / "d"
 
 
+def test_limits_themselves_are_accepted() -> None:
+    """The bounds are inclusive, and only the socket's name is bounded, not its directory."""
+    deep = "/tmp/" + "d" * 200 + "/" + "c" * SOCKET_NAME_MAX
+    settings = resolve({"grace": str(MAX_SECONDS), "heartbeat": str(MAX_SECONDS),
+                        "control": deep}, environ={})
+    assert settings.grace == settings.heartbeat == MAX_SECONDS
+    assert settings.control_path == Path(deep)
+
+
 def test_log_level_is_case_insensitive() -> None:
     assert resolve({"log_level": "debug"}, environ={}).log_level == "DEBUG"
 
@@ -118,6 +134,9 @@ def test_log_level_is_case_insensitive() -> None:
         ("history", "0"),
         ("password", ""),
         ("grace", "soon"),
+        ("grace", "1e300"),  # a wait that long overflows select()
+        ("heartbeat", str(MAX_SECONDS + 1)),
+        ("control", "/tmp/" + "c" * (SOCKET_NAME_MAX + 1)),
         ("sync", "off"),
         ("log_level", "chatty"),
         ("data_dir", ""),

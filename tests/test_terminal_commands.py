@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from chatgui.commands import Command, parse
+from chatgui.session import Session
+from chatgui.terminal import Terminal
 
 
 @pytest.mark.parametrize(
@@ -30,3 +34,18 @@ from chatgui.commands import Command, parse
 )
 def test_parse(line, expected):
     assert parse(line) == expected
+
+
+def test_lines_typed_before_connecting_show_as_pending_and_refusals_do_not():
+    session = Session("bot", "127.0.0.1", 1)  # never polled: nothing connects
+    out, err = io.StringIO(), io.StringIO()
+    term = Terminal(session, out, err)
+    term.handle_line("first\n")
+    term.handle_line("bell \x07\n")  # bad_text: refused here, nothing queued
+    term.handle_line("/msg carol psst\n")
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].endswith(" (sending) first")
+    assert lines[1].startswith("chat: not sent: ")  # not "first" shown pending again
+    assert lines[2].endswith(" (sending) [-> carol] psst")
+    assert [p.text for p in session.outbox] == ["first", "psst"] and out.getvalue() == ""

@@ -67,3 +67,33 @@ def test_unknown_command_is_reported_not_sent(tmp_path):
         assert "unknown command /frobnicate" in done.stderr
         seen = watch.drain_until(lambda m: m["type"] == "leave")
         assert [m["text"] for m in seen if m["type"] == "msg"] == ["/slash"]
+
+
+def test_port_out_of_range_is_a_usage_error():
+    done = chat(99999, "--name", "bot", stdin="hi\n")  # getaddrinfo would wrap it silently
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].endswith("invalid port_number value: '99999'")
+
+
+def test_reader_gone_ends_without_a_traceback(tmp_path):
+    with running_server(tmp_path) as server, server.login("carol") as carol:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chatgui.terminal", "--port", str(server.port),
+             "--name", "bot"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write("hi\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().endswith("<bot> hi\n")
+            proc.stdout.close()  # ``chat | head -1``: the reader is gone
+            carol.send({"type": "say", "text": "are you there?"})  # stdin stays open
+            assert proc.wait(RUN_TIMEOUT) == 1
+            assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(RUN_TIMEOUT)
+            for stream in (proc.stdin, proc.stderr):
+                if stream is not None:
+                    stream.close()
