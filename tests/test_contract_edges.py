@@ -56,16 +56,6 @@ def test_fatal_error_survives_a_peer_that_keeps_sending(server: ServerProcess, f
         fatal_close(client, code)
 
 
-@pytest.mark.parametrize("members", [{"proto": -1}, {"proto": 2**53}, {"since": 2**53},
-                                     {"proto": 2, "since": -5}],
-                         ids=["proto_negative", "proto_2_53", "since_2_53", "since_first"])
-def test_integers_outside_the_range_are_bad_request_before_proto(
-        server: ServerProcess, members: dict[str, object]) -> None:
-    with server.client() as client:
-        client.send_raw(jframe({"type": "hello", "proto": 1, "name": unique("int"), **members}))
-        fatal_close(client, "bad_request")
-
-
 def test_one_error_per_failed_request(server: ServerProcess) -> None:
     with fresh(server) as client:
         client.send({"type": "say", "text": "\x00", "id": 5})

@@ -247,8 +247,11 @@ def test_integer_range_edges_are_accepted(server: ServerProcess) -> None:
         assert client.expect("msg")["id"] == "😀" * 64
 
 
-HELLO_BAD_MEMBERS = [
+HELLO_BAD_MEMBERS = [  # bad_request is checked before unsupported_proto (§3.2)
     {"proto": True},
+    {"proto": -1},
+    {"proto": 2**53},
+    {"proto": 2, "since": -5},
     {"proto": 1.0},
     {"proto": "1"},
     {"proto": None},
