@@ -26,7 +26,7 @@ from typing import Any
 
 from chatd.bench_server import BenchError, run_delay
 from chatd.bench_wire import FrameCounter, MarkerCounter, StampReader, stamped_text
-from protocol.framing import Decoder, decode_payload, encode
+from protocol.framing import Decoder, decode_payload, encode, frame_end
 from protocol.limits import CLIENT_MAX_FRAME, HEADER_SIZE, PROTO_VERSION
 
 _RECV_SIZE = 1 << 18
@@ -396,7 +396,7 @@ def _first_frame(client: _IdleClient, buf: bytearray, n: int) -> bool:
     first += buf[:n]
     if len(first) < HEADER_SIZE:
         return False
-    end = HEADER_SIZE + int.from_bytes(first[:HEADER_SIZE], "big")
+    end = frame_end(first)
     if len(first) < end:
         return False
     # A welcome lists everyone online: decoding 10,000 names per login would

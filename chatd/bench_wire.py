@@ -12,12 +12,10 @@ byte boundary.
 
 from __future__ import annotations
 
-import struct
 from array import array
 
+from protocol.framing import frame_end, whole_frames
 from protocol.limits import HEADER_SIZE
-
-_header = struct.Struct(">I")
 
 #: Digits of the CLOCK_MONOTONIC nanosecond stamp at the start of a latency text.
 STAMP_DIGITS = 20
@@ -42,7 +40,7 @@ class FrameCounter:
             if n < take:
                 self._head += bytes(buf[:n])
                 return 0
-            self._need = _header.unpack(self._head + bytes(buf[:take]))[0]
+            self._need = frame_end(self._head + bytes(buf[:take])) - HEADER_SIZE
             self._head = b""
             pos = take
         if self._need:
@@ -53,17 +51,12 @@ class FrameCounter:
             pos = end
             frames = 1
             self._need = 0
-        unpack = _header.unpack_from
-        while pos + HEADER_SIZE <= n:
-            end = pos + HEADER_SIZE + unpack(buf, pos)[0]
-            if end > n:
-                self._need = end - n
-                return frames
-            pos = end
-            frames += 1
-        if pos < n:
+        whole, pos = whole_frames(buf, pos, n)
+        if n - pos >= HEADER_SIZE:
+            self._need = frame_end(buf, pos) - n
+        elif pos < n:
             self._head = bytes(buf[pos:n])
-        return frames
+        return frames + whole
 
 
 class MarkerCounter:
@@ -115,9 +108,8 @@ class StampReader:
         size = len(pend)
         pos = 0
         frames = 0
-        unpack = _header.unpack_from
         while size - pos >= HEADER_SIZE:
-            end = pos + HEADER_SIZE + unpack(pend, pos)[0]
+            end = frame_end(pend, pos)
             if end > size:
                 break
             if out is not None:

@@ -1,8 +1,9 @@
 """The ``chatd`` command line: run the server, start and stop it, and operate it.
 
 Exit codes: 0 success; 1 an operational failure (no server running, a server
-already running, the port taken, no such user, a stop that timed out); 2 bad
-usage or a bad setting value; 130 on Ctrl-C, 141 when the reader of the output
+already running, the port taken, the server refused a request such as adding
+an account that exists, a stop that timed out); 2 bad usage, a bad setting
+value or no password to read; 130 on Ctrl-C, 141 when the reader of the output
 went away (``chatd watch | head``). Every failure is one line on stderr.
 """
 
@@ -22,7 +23,17 @@ from chatd import __version__, daemon, views
 from chatd.control_client import ControlClient, ControlError
 from chatd.errors import StartupError
 from chatd.notify import from_environment
-from chatd.settings import SETTINGS, SettingError, Settings, positive_seconds, resolve
+from chatd.password_prompt import PasswordInputError, read_password
+from chatd.settings import (
+    SETTINGS,
+    SettingError,
+    Settings,
+    flag_of,
+    positive_seconds,
+    resolve,
+    text_of,
+)
+from protocol import Message
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -33,13 +44,19 @@ STOP_MARGIN = 10.0  # seconds `stop` waits beyond the server's grace period
 
 EPILOG = """\
 exit status: 0 success; 1 operational failure (no server running, a server
-already running, port in use, no such user, stop timed out); 2 bad usage or a
-bad setting value. Settings come from flags, then CHATD_<SETTING> environment
-variables, then the TOML config file (--config or CHATD_CONFIG), then defaults.
+already running, port in use, the server refused the request, stop timed out);
+2 bad usage, a bad setting value or no password. Settings come from flags, then
+CHATD_<SETTING> environment variables, then the TOML config file (--config or
+CHATD_CONFIG), then defaults.
 """
 
 #: Settings a command that only talks to a running server needs to find it.
 _LOCATE = ("data_dir", "control")
+
+_PASSWORD_INPUT = (
+    "The password is never an argument: on a terminal it is asked twice without "
+    "echo; otherwise it is the first line of standard input."
+)
 
 
 def _seconds(text: str) -> float:
@@ -66,9 +83,9 @@ def _setting_flags(names: Sequence[str] | None = None) -> OneLineParser:
     for setting in SETTINGS:
         if names is None or setting.name in names:
             default = getattr(defaults, setting.name)
-            shown = "" if default is None else f" (default: {default})"
+            shown = "" if default is None else f" (default: {text_of(default)})"
             parent.add_argument(
-                "--" + setting.name.replace("_", "-"),
+                flag_of(setting.name),
                 dest=setting.name,
                 metavar=setting.metavar or None,
                 help=(setting.help + shown).replace("%", "%%"),
@@ -107,18 +124,61 @@ def build_parser() -> argparse.ArgumentParser:
     kick.add_argument("name", help="the user's name (any case)")
     kick.add_argument("--reason", metavar="TEXT", help="shown to the kicked user")
     announce = commands.add_parser("announce", parents=[locate], epilog=EPILOG,
-                                   help="send a message from 'server' to everyone")
+                                   help="send a message from 'server' to a room")
     announce.add_argument("text", nargs="+", help="the message (words are joined by spaces)")
+    announce.add_argument("--room", metavar="ROOM", help="the room (default: lobby)")
     commands.add_parser("watch", parents=[locate], epilog=EPILOG,
                         help="print who is online, then every message, join and leave")
+    _account_parsers(commands, locate)
+    _room_parsers(commands, locate)
     commands.add_parser("bench", add_help=False,
                         help="load benchmark (see 'chatd bench --help')")
     return parser
 
 
+def _account_parsers(
+    commands: argparse._SubParsersAction[OneLineParser], locate: OneLineParser
+) -> None:
+    account = commands.add_parser(
+        "account", epilog=EPILOG, help="add, remove and list accounts, set passwords",
+        description=_PASSWORD_INPUT,
+    )
+    actions = account.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("add", "create an account (asks for its password)"),
+                         ("remove", "delete an account; its session ends"),
+                         ("passwd", "set an account's password (asks for it)")):
+        parser = actions.add_parser(action, parents=[locate], epilog=EPILOG, help=text,
+                                    description=text + ". " + _PASSWORD_INPUT)
+        parser.add_argument("name", help="the account's name (any case)")
+    actions.add_parser("list", parents=[locate], epilog=EPILOG, help="list every account")
+
+
+def _room_parsers(
+    commands: argparse._SubParsersAction[OneLineParser], locate: OneLineParser
+) -> None:
+    room = commands.add_parser("room", epilog=EPILOG, help="add, remove and list rooms")
+    actions = room.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", parents=[locate], epilog=EPILOG,
+                             help="create a room with no owner")
+    add.add_argument("name", help="the room's name")
+    add.add_argument("--private", action="store_true",
+                     help="only members and invited accounts may join")
+    remove = actions.add_parser("remove", parents=[locate], epilog=EPILOG,
+                                help="delete a room and its history (not lobby)")
+    remove.add_argument("name", help="the room's name (any case)")
+    actions.add_parser("list", parents=[locate], epilog=EPILOG,
+                       help="list every room, direct conversations included")
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     flags = {s.name: getattr(args, s.name, None) for s in SETTINGS}
     return resolve(flags, config_file=args.config)
+
+
+def _request(settings: Settings, request: Message) -> Message:
+    """One control request on a connection of its own; its reply."""
+    with ControlClient(settings.control_path) as client:
+        return client.request(request)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -141,8 +201,7 @@ def _stop(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    with ControlClient(settings.control_path) as client:
-        status = client.request({"type": "status"})
+    status = _request(settings, {"type": "status"})
     if args.json:
         print(json.dumps(status, ensure_ascii=False, indent=2))
     else:
@@ -154,16 +213,72 @@ def _kick(args: argparse.Namespace, settings: Settings) -> int:
     request = {"type": "kick", "name": args.name}
     if args.reason is not None:
         request["reason"] = args.reason
-    with ControlClient(settings.control_path) as client:
-        client.request(request)
+    _request(settings, request)
     print(f"kicked {args.name}")
     return EXIT_OK
 
 
 def _announce(args: argparse.Namespace, settings: Settings) -> int:
+    request = {"type": "announce", "text": " ".join(args.text)}
+    if args.room is not None:
+        request["room"] = args.room
+    _request(settings, request)
+    print("announced" if args.room is None else f"announced in {args.room}")
+    return EXIT_OK
+
+
+def _with_password(settings: Settings, request: Message, prompt: str) -> None:
+    """Send ``request`` with a password read as :func:`read_password` says.
+
+    The connection is made first, so nobody types a password twice only to
+    learn that no server is running.
+    """
     with ControlClient(settings.control_path) as client:
-        client.request({"type": "announce", "text": " ".join(args.text)})
-    print("announced")
+        client.request({**request, "password": read_password(sys.stdin, prompt)})
+
+
+def _account_add(args: argparse.Namespace, settings: Settings) -> int:
+    _with_password(settings, {"type": "account_add", "name": args.name},
+                   f"password for {args.name}: ")
+    print(f"account {args.name} added")
+    return EXIT_OK
+
+
+def _account_remove(args: argparse.Namespace, settings: Settings) -> int:
+    _request(settings, {"type": "account_remove", "name": args.name})
+    print(f"account {args.name} removed")
+    return EXIT_OK
+
+
+def _account_passwd(args: argparse.Namespace, settings: Settings) -> int:
+    _with_password(settings, {"type": "account_password", "name": args.name},
+                   f"new password for {args.name}: ")
+    print(f"password of {args.name} changed")
+    return EXIT_OK
+
+
+def _account_list(args: argparse.Namespace, settings: Settings) -> int:
+    print("\n".join(views.account_lines(_request(settings, {"type": "accounts"}))))
+    return EXIT_OK
+
+
+def _room_add(args: argparse.Namespace, settings: Settings) -> int:
+    request: Message = {"type": "room_add", "room": args.name}
+    if args.private:
+        request["private"] = True
+    _request(settings, request)
+    print(f"room {args.name} added" + (" (private)" if args.private else ""))
+    return EXIT_OK
+
+
+def _room_remove(args: argparse.Namespace, settings: Settings) -> int:
+    _request(settings, {"type": "room_remove", "room": args.name})
+    print(f"room {args.name} removed")
+    return EXIT_OK
+
+
+def _room_list(args: argparse.Namespace, settings: Settings) -> int:
+    print("\n".join(views.room_table(_request(settings, {"type": "rooms"}))))
     return EXIT_OK
 
 
@@ -200,6 +315,13 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "kick": _kick,
     "announce": _announce,
     "watch": _watch,
+    "account add": _account_add,
+    "account remove": _account_remove,
+    "account passwd": _account_passwd,
+    "account list": _account_list,
+    "room add": _room_add,
+    "room remove": _room_remove,
+    "room list": _room_list,
 }
 
 
@@ -220,12 +342,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingError as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    command = " ".join(filter(None, (args.command, getattr(args, "action", None))))
     try:
-        code = _COMMANDS[args.command](args, settings)
+        code = _COMMANDS[command](args, settings)
         sys.stdout.flush()  # here, so that a failed write is reported below
         return code
+    except PasswordInputError as exc:
+        print(f"chatd {command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (StartupError, ControlError, daemon.StopError) as exc:
-        print(f"chatd {args.command}: {exc}", file=sys.stderr)
+        print(f"chatd {command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
@@ -235,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGPIPE
     except OSError as exc:  # output to a full disk, a failed fork, and the like
         _discard_stdout()
-        print(f"chatd {args.command}: {exc}", file=sys.stderr)
+        print(f"chatd {command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -2,8 +2,8 @@
 
 Kept small on purpose (``__slots__``, buffers are ``None`` while empty): ten
 thousand idle sessions must cost only a few KiB each. Nothing here touches a
-socket; the loop owns ``sock`` and calls :meth:`Connection.sent` with what the
-kernel took.
+socket; the loop owns ``transport`` and calls :meth:`Connection.sent` with what
+the transport took.
 
 The out-buffer is a list of ``bytes`` chunks, each holding whole frames, plus an
 offset into the first one. A turn's broadcast blob is shared by every recipient
@@ -13,12 +13,11 @@ offset into the first one. A turn's broadcast blob is shared by every recipient
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 from typing import Any
 
 from protocol import Decoder
-from protocol.limits import HEADER_SIZE
+from protocol.framing import whole_frames
 
 # Connection kinds.
 CHAT = 0
@@ -32,8 +31,6 @@ WATCHER = 3  # control connection that asked to watch
 CLOSING = 4  # final frame queued: flushing, input ignored
 LINGER = 5  # sending side shut down, reading and discarding until EOF or a second
 CLOSED = 6
-
-_header = struct.Struct(">I")
 
 
 class Asked(bytes):
@@ -53,8 +50,9 @@ class Connection:
     """One client or control connection, as the chat core sees it."""
 
     __slots__ = (
+        "address",
         "backlog",
-        "cursor",
+        "busy",
         "decoder",
         "events",
         "exempt",
@@ -65,20 +63,22 @@ class Connection:
         "kind",
         "label",
         "last_rx",
-        "mark",
         "name",
         "out",
         "out_len",
         "out_off",
+        "person",
         "ping_at",
+        "proto",
         "refill_at",
         "sent_total",
-        "sock",
         "staged",
         "staged_bytes",
         "state",
         "token",
         "tokens",
+        "transport",
+        "windows",
     )
 
     def __init__(self, kind: int, max_frame: int, now: float, label: str = "") -> None:
@@ -102,13 +102,16 @@ class Connection:
         self.held: list[bytes] | None = None
         self.held_len = 0
         self.held_asked = 0
-        self.cursor = 0  # this turn's broadcasts already staged for this connection
-        self.mark = -1  # where its pending presence starts (see chatd.turn), -1: no audience
+        self.windows: dict[Any, list[int]] | None = None  # this turn's channel windows (chatd.turn)
+        self.proto = 0  # the session's protocol version once logged in
+        self.person: Any = None  # the chatd.people.Person of a session
+        self.busy = False  # a request waits on the hash worker: input waits too
+        self.address = ""  # the peer's IP (without port), for the guessing throttle
         self.last_rx = now
         self.ping_at = 0.0  # when the unanswered heartbeat ping went out, 0 if none
         self.tokens = 0.0
         self.refill_at = now
-        self.sock: Any = None  # owned by the loop
+        self.transport: Any = None  # a chatd.transport.Transport, owned by the loop
         self.events = 0  # selector events registered, owned by the loop
         self.label = label  # for logs: peer address, later the name
 
@@ -196,10 +199,7 @@ class Connection:
         """Whether a frame has partly gone out (only the head chunk can tell)."""
         if not self.out_off or self.out is None:
             return False
-        head, pos, off = self.out[0], 0, self.out_off
-        while pos < off:
-            pos += HEADER_SIZE + _header.unpack_from(head, pos)[0]
-        return pos != off
+        return whole_frames(self.out[0], 0, self.out_off)[1] != self.out_off
 
     def drop_output(self) -> None:
         """Forget the unsent output (it has not started to go out)."""

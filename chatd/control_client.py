@@ -1,4 +1,4 @@
-"""A blocking client for the control socket (contract §8), for the ``chatd`` commands.
+"""A blocking client for the control socket (contract §8, §18), for the ``chatd`` commands.
 
 It may block (with timeouts): it runs in a short-lived command, never in the
 server loop. Every failure is a :class:`ControlError` whose message is one line
@@ -105,7 +105,8 @@ class ControlClient:
                 return message
 
     def request(self, message: Message) -> Message:
-        """Send one request and return its reply (``ok`` or ``status``)."""
+        """Send one request and return its reply (``ok``, ``status``, ``accounts``,
+        ``rooms``)."""
         return self.reply(self.send(message))
 
     def set_timeout(self, timeout: float | None) -> None:

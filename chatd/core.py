@@ -1,28 +1,32 @@
-"""The chat core: sessions, presence, dispatch, history, rate limits. Pure.
+"""The chat core: connections, sessions, dispatch, durable changes. Pure.
 
 No sockets, no clock of its own: the loop calls :meth:`Core.begin_turn` with
 the time, feeds received bytes with :meth:`Core.receive`, reports lost
-connections and fired timers, then calls :meth:`Core.end_turn`, which commits
-the turn's public messages to the store (group commit) and only then moves the
-staged frames into the connections' out-buffers. Tests and hypothesis drive it
-the same way, without sockets or sleeps.
+connections, fired timers and finished password hashes, then calls
+:meth:`Core.end_turn`, which commits the turn's changes to the store (group
+commit) and only then moves the staged frames into the connections'
+out-buffers. Tests and hypothesis drive it the same way, without sockets.
 
-Closing is two-phase: :meth:`Core._close` stages the final frame, takes the
-connection out of the session tables (its name is free at once) and lists it in
-:attr:`Core.closing`; the loop shuts the socket down once the frame is out.
+The requests live in modules named after what they hold: :mod:`chatd.login`
+(hello, both versions), :mod:`chatd.room_requests`, :mod:`chatd.message_requests`
+and :mod:`chatd.operators`. This module holds what they share: the state
+changes (each one also records its store op and how to undo it, should the
+turn's commit fail), the frames every session sees (presence, join/leave),
+and closing.
+
+Closing is two-phase: :meth:`Core.close` stages the final frame, takes the
+connection out of the session tables (its name is free at once) and lists it
+in :attr:`Core.closing`; the loop shuts the socket down once the frame is out.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import secrets
-import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from chatd import __version__
+from chatd import records
 from chatd.connection import (
     CHAT,
     CLOSING,
@@ -33,61 +37,59 @@ from chatd.connection import (
     WATCHER,
     Asked,
     Connection,
-    Welcome,
 )
-from chatd.history import History, Stored
+from chatd.hashworker import Hasher
+from chatd.records import DM, MEMBER, Op, RoomRecord, Stored
+from chatd.replies import SERVER_NAME, UNAVAILABLE_RETRY_MS, fatal_message, not_fatal
+from chatd.rooms import Person, Room
 from chatd.settings import Settings
+from chatd.store import Store
+from chatd.throttle import GuessThrottle
 from chatd.timers import Timers
-from chatd.turn import Turn
-from protocol import (
-    CHAT_REQUESTS,
-    CONTROL_REQUESTS,
-    ProtocolError,
-    clean_text,
-    encode,
-    encode_payload,
-    name_key,
-    normalize_name,
-    validate,
-)
+from chatd.turn import Channel, Turn
+from protocol import ProtocolError, encode, name_key
 from protocol import messages as m
-from protocol.limits import HISTORY_LIMIT_DEFAULT, LOGIN_MAX_FRAME, PROTO_VERSION
-from protocol.messages import request_ref
+from protocol.limits import LOBBY, LOGIN_MAX_FRAME, PROTO_V2
+from protocol.values import room_key, room_name_problem
 
 log = logging.getLogger("chatd.core")
-_header = struct.Struct(">I")
 
-SERVER_NAME = f"chatd/{__version__}"
-ANNOUNCER = "server"  # the ``from`` of an operator's announcement
 FRAMES_PER_TURN = 64  # requests handled per connection per turn (fairness)
-UNAVAILABLE_RETRY_MS = 1000  # what ``unavailable`` asks a sender to wait
-TOKEN_BYTES = 24  # session token: 192 random bits
-BACKLOG_BURST = 256 * 1024  # backlog bytes queued at a time (see Core._burst)
-RECENT_FRAMES = 1024  # encoded msg frames cached for backlogs (at least ``backlog``)
-
-_FREE = frozenset({"pong", "bye"})  # requests that take no rate token (contract §7)
+BACKLOG_BURST = 256 * 1024  # backlog bytes queued at a time (see Core.burst)
 
 Message = dict[str, Any]
-Handler = Callable[[Connection, Message, "str | None"], None]
+Handler = Callable[["Core", Connection, Message, "str | None"], None]
+Done = Callable[[Any], None]
 
 
 class Core:
     """All chat state of one server; see the module docstring."""
 
-    def __init__(self, settings: Settings, history: History, now: float, wall_ms: int) -> None:
+    def __init__(self, settings: Settings, store: Store, hasher: Hasher, now: float,
+                 wall_ms: int) -> None:
         self.settings = settings
-        self.history = history
+        self.store = store
+        self.hasher = hasher
+        self.throttle = GuessThrottle()
         self.started = now
         self.now = now
         self.ts = wall_ms
-        self.seq = history.last_seq
-        self.users: dict[str, Connection] = {}  # name key -> session
-        self.audience: set[Connection] = set()  # users and watchers
-        self.conns: set[Connection] = set()  # every open connection
+        self.people: dict[str, Person] = {}  # accounts, and guests while online
+        self.rooms: dict[str, Room] = {}
+        self.removed_seqs: dict[str, int] = {}
+        self.online: dict[str, Connection] = {}  # name key -> session
+        self.watch = Channel()  # control-socket watchers
+        self.lobby_online: dict[str, str] = {}  # key -> name of online lobby members
+        self._roster: bytes | None = None  # see roster()
+        self.conns: set[Connection] = set()
         self.clients = 0  # open chat connections, logged in or not
-        self.handshakes = 0  # chat connections before hello
+        self.handshakes = 0  # chat connections before their welcome
         self.timers: Timers[Connection] = Timers()
         self.turn = Turn()
+        self.ops: list[Op] = []  # this turn's changes, committed at its end
+        self.undo: list[Callable[[], None]] = []
+        self.jobs: dict[int, tuple[Connection, Done]] = {}
+        self._job = 0
         self.pending_input: set[Connection] = set()  # frames left in the decoder
         self.closing: list[Connection] = []  # marked this turn; the loop reaps them
         self.stop_requested = False
@@ -96,26 +98,49 @@ class Core:
         self.frames_out = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self._recent: dict[int, bytes] = {}  # seq -> encoded msg frame
-        self._roster: bytes | None = None  # see roster()
-        self._recent_cap = max(RECENT_FRAMES, settings.backlog)
         self._login_frame = min(LOGIN_MAX_FRAME, settings.max_frame)
-        self._chat: dict[str, Handler] = {
-            "say": self._say,
-            "pm": self._pm,
-            "who": self._who,
-            "history": self._history,
-            "ping": self._ping,
-            "pong": self._pong,
-            "bye": self._bye,
-        }
-        self._control: dict[str, Handler] = {
-            "status": self._status,
-            "kick": self._kick,
-            "announce": self._announce,
-            "watch": self._watch,
-            "shutdown": self._shutdown,
-        }
+        self._load()
+        from chatd import login, message_requests, operators, room_requests
+
+        self._hello = login.hello
+        self._v1: dict[str, Handler] = message_requests.V1
+        self._v2: dict[str, Handler] = {**message_requests.V2, **room_requests.V2}
+        self._control: dict[str, Handler] = operators.CONTROL
+
+    def _load(self) -> None:
+        """Rebuild the state from the store; create ``lobby`` and the default rooms."""
+        snap = self.store.load()
+        self.removed_seqs = dict(snap.removed_seqs)
+        for account in snap.accounts:
+            self.people[account.key] = Person(account.key, account.name, account=True,
+                                              hash=account.hash)
+        for record in snap.rooms:
+            self.rooms[record.key] = Room(record, self.store.log(record.key),
+                                          lobby=record.key == LOBBY)
+        for room_k, person_k, role in snap.members:
+            room, person = self.rooms.get(room_k), self.people.get(person_k)
+            if room is not None and person is not None:
+                room.members[person_k] = role
+                person.rooms[room_k] = room
+        for room_k, name_k in snap.bans:
+            if room_k in self.rooms:
+                self.rooms[room_k].bans.add(name_k)
+        for room_k, person_k in snap.invites:
+            if room_k in self.rooms:
+                self.rooms[room_k].invites.add(person_k)
+        for room_k, person_k, seq in snap.markers:
+            if person_k in self.people:
+                self.people[person_k].markers[room_k] = seq
+        for name in (LOBBY, *self.settings.default_rooms):
+            if room_key(name) not in self.rooms:
+                self.create_room(name, records.PUBLIC, None)
+        self.commit()
+        if self.ops:  # pragma: no cover - commit() empties it or raises
+            raise AssertionError("ops left after the first commit")
+
+    @property
+    def lobby(self) -> Room:
+        return self.rooms[LOBBY]
 
     # --- the loop's interface ---------------------------------------------
 
@@ -123,17 +148,18 @@ class Core:
         self.now = now
         self.ts = wall_ms
 
-    def connect(self, kind: int, label: str = "") -> Connection:
+    def connect(self, kind: int, label: str = "", address: str = "") -> Connection:
         """A new connection. A chat connection must say hello in time."""
         if kind == CHAT:
             conn = Connection(CHAT, self._login_frame, self.now, label)
+            conn.address = address
             self.clients += 1
             self.handshakes += 1
             self.conns.add(conn)
             if self.handshakes > self.settings.max_clients:
                 # More half-open connections than sessions allowed: refuse early
                 # (contract §3.2 allows server_full before hello).
-                self._fatal(conn, ProtocolError("server_full", "too many connections"))
+                self.fatal(conn, ProtocolError("server_full", "too many connections"))
             else:
                 self.timers.schedule(
                     self.now + self.settings.handshake_timeout, conn, "handshake"
@@ -147,9 +173,9 @@ class Core:
         """Bytes from a connection (``b""``: continue with frames left over).
 
         Handles at most FRAMES_PER_TURN frames; the rest stay in the decoder and
-        the connection is listed in :attr:`pending_input` for the next turn.
-        A hello is decoded alone, so the frames after it are judged by the
-        post-login frame limit.
+        the connection is listed in :attr:`pending_input` for the next turn. A
+        hello is decoded alone (the frame limit changes after it), and nothing
+        is decoded while a request of the connection waits on the hash worker.
         """
         self.bytes_in += len(data)
         if conn.state >= CLOSING:
@@ -160,15 +186,14 @@ class Core:
         try:
             while True:
                 backlogged = conn.out_len + conn.held_len + conn.staged_bytes
-                if backlogged > max_outbuf:
-                    # Its replies wait unread: leave its requests in the decoder
-                    # (the loop stops reading it) rather than grow memory.
+                if conn.busy or backlogged > max_outbuf:
+                    # Its replies wait (unread, or on the hash worker): leave its
+                    # requests in the decoder rather than grow memory or reorder.
                     if data:
                         decoder.feed(data, 0)  # only buffered
-                    self.pending_input.add(conn)
+                    if not conn.busy:
+                        self.pending_input.add(conn)
                     return
-                # One frame at a time for a hello (the frame limit changes after
-                # it) and near the output limit (each reply may be large).
                 small = conn.state == HANDSHAKE or backlogged > max_outbuf // 2
                 limit = 1 if small else budget
                 try:
@@ -178,7 +203,7 @@ class Core:
                         self._dispatch(conn, msg)
                         if conn.state >= CLOSING:
                             return
-                    self._fatal(conn, exc)
+                    self.fatal(conn, exc)
                     return
                 data = b""
                 for msg in msgs:
@@ -187,6 +212,8 @@ class Core:
                         self.pending_input.discard(conn)
                         return
                 budget -= len(msgs)
+                if conn.busy:
+                    return
                 if len(msgs) < limit:
                     self.pending_input.discard(conn)
                     return
@@ -195,17 +222,15 @@ class Core:
                     return
         except Exception:
             # A bug met on one client's input must not take the server down:
-            # that client is cut off (no frame: we cannot say what went wrong),
-            # everyone else carries on.
+            # that client is cut off, everyone else carries on.
             log.exception("internal error handling input from %s; closing it", conn.label)
-            self._close(conn, None, "error")
+            self.close(conn, None, "error")
 
     def lost(self, conn: Connection) -> None:
-        """The peer closed or broke the connection (EOF, reset): the session
-        ends without a final frame (what was already queued may still go out
-        to a peer that only closed its sending side)."""
+        """The peer closed or broke the connection: the session ends without a
+        final frame (what was already queued may still go out)."""
         if conn.state < CLOSING:
-            self._close(conn, None, "lost", stage=False)
+            self.close(conn, None, "lost", stage=False)
 
     def forget(self, conn: Connection) -> None:
         """The loop closed the socket: drop the last reference."""
@@ -216,7 +241,7 @@ class Core:
         for conn, kind in self.timers.pop_due(now):
             if kind == "handshake":
                 if conn.state == HANDSHAKE:
-                    self._fatal(conn, ProtocolError("timeout", "no hello in time"))
+                    self.fatal(conn, ProtocolError("timeout", "no hello in time"))
             elif kind == "heartbeat" and conn.state == USER:
                 self._heartbeat(conn, now)
 
@@ -225,33 +250,47 @@ class Core:
 
     def has_work(self) -> bool:
         """Whether the next turn must not wait for the network."""
-        return bool(self.pending_input or self.turn.touched or self.turn.bcast)
+        return bool(self.pending_input or self.turn.touched or self.turn.active)
 
-    def end_turn(self, defer_presence: bool = False) -> list[Connection]:
-        """Commit the turn's messages, then release every staged frame.
+    def hashed(self, results: list[tuple[int, Any]]) -> None:
+        """Password work finished: continue the requests that waited on it."""
+        for job, result in results:
+            entry = self.jobs.pop(job, None)
+            if entry is None:
+                continue
+            conn, done = entry
+            conn.busy = False
+            if conn.state >= CLOSING:
+                continue
+            try:
+                done(result)
+            except ProtocolError as exc:
+                self.error(conn, exc)
+            except Exception:
+                log.exception("internal error finishing a request of %s; closing it",
+                              conn.label)
+                self.close(conn, None, "error")
+            if conn.state < CLOSING and not conn.busy:
+                self.pending_input.add(conn)  # its next requests waited
 
-        Returns the connections given output. With ``defer_presence`` the
-        presence nobody else's output took along stays in the presence log
-        (see chatd.turn) until :meth:`flush_presence`; the loop flushes it on
-        a timer, so a storm of logins costs O(1) per login, not O(audience).
+    def submit(self, conn: Connection, op: str, password: str, record: str | None,
+               done: Done) -> None:
+        """Hand password work to the worker; ``done(result)`` runs when it is back
+        (None: the worker failed). The connection's input waits meanwhile."""
+        self._job += 1
+        self.jobs[self._job] = (conn, done)
+        conn.busy = True
+        self.hasher.submit(self._job, op, password, record)
+
+    def end_turn(self) -> list[Connection]:
+        """Commit the turn's changes, then release every staged frame.
+
+        Returns the connections given output.
         """
         self.commit()
-        frames, released = self.turn.release(self.audience)
+        frames, released = self.turn.release(UNAVAILABLE_RETRY_MS)
         self.frames_out += frames
-        if not defer_presence:
-            released.extend(self.flush_presence())
         return released
-
-    def presence_waiting(self) -> bool:
-        """Whether presence frames wait in the log for :meth:`flush_presence`."""
-        return bool(self.turn.presence)
-
-    def flush_presence(self) -> list[Connection]:
-        """Queue every member's waiting presence (between turns); returns the
-        connections given output."""
-        frames, given = self.turn.flush_presence(self.audience)
-        self.frames_out += frames
-        return given
 
     def overflow(self, conn: Connection) -> bool:
         """The connection's unsent output passed max_outbuf (contract §6).
@@ -265,12 +304,12 @@ class Core:
         mid_frame = conn.mid_frame()
         conn.drop_output()
         if not mid_frame:
-            conn.push(encode(_fatal_message(ProtocolError(
+            conn.push(encode(fatal_message(ProtocolError(
                 "slow_consumer",
                 f"more than {self.settings.max_outbuf} bytes of output unread",
             ))))
             self.frames_out += 1
-        self._close(conn, None, "slow_consumer", stage=False)
+        self.close(conn, None, "slow_consumer", stage=False)
         return not mid_frame
 
     def begin_shutdown(self) -> None:
@@ -279,17 +318,17 @@ class Core:
             return
         self.stopping = True
         bye = encode(m.bye("shutdown"))
-        users = list(self.users.values())
+        users = list(self.online.values())
         for conn in users:
-            self._close(conn, bye, None)
+            self.close(conn, bye, None)
         for conn in users:
-            self.turn.broadcast(encode(m.leave(conn.name, self.ts, "shutdown")))
+            self.turn.broadcast(self.watch, encode(m.leave(conn.name, self.ts, "shutdown")))
         for conn in list(self.conns):
             if conn.state == HANDSHAKE:
-                self._close(conn, bye, None)
+                self.close(conn, bye, None)
         for conn in list(self.conns):
             if conn.state in (OPERATOR, WATCHER):
-                self._close(conn, None, None)
+                self.close(conn, None, None)
 
     def status(self) -> Message:
         return {
@@ -297,61 +336,54 @@ class Core:
             "server": SERVER_NAME,
             "uptime_s": round(self.now - self.started, 3),
             "clients": self.clients,
-            "users": [c.name for c in self.users.values()],
-            "seq": self.seq,
+            "users": [c.name for c in self.online.values()],
+            "seq": self.lobby.seq,
             "msgs_in": self.msgs_in,
             "frames_out": self.frames_out,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
-            "watchers": sum(1 for c in self.audience if c.state == WATCHER),
+            "rooms": len(self.rooms),
+            "accounts": sum(1 for p in self.people.values() if p.account),
+            "watchers": len(self.watch.conns),
             "handshakes": self.handshakes,
         }
 
-    # --- store --------------------------------------------------------------
+    def status_users(self) -> int:
+        return len(self.online)
+
+    # --- store ----------------------------------------------------------------
+
+    def change(self, op: Op | None, undo: Callable[[], None]) -> None:
+        """Record a durable change made in memory: its store op (None for a
+        guest's, which is not stored) and how to take it back."""
+        if op is not None:
+            self.ops.append(op)
+        self.undo.append(undo)
 
     def commit(self) -> None:
-        """Group commit: store this turn's public messages, all or nothing.
+        """Group commit: store this turn's changes, all or nothing.
 
-        Also called before anything reads the store in the middle of a turn
-        (a login's backlog, a history page, a same-turn duplicate id), so reads
-        see every message accepted before them.
+        Also called before anything reads the store in the middle of a turn (a
+        backlog, a history page, a search, an edit), so reads see every change
+        accepted before them. If the store refuses, every change is undone in
+        memory and its frames are revoked (chatd.turn).
         """
-        pending = self.turn.take_pending()
-        if not pending:
+        ops, undo = self.ops, self.undo
+        self.ops, self.undo = [], []
+        durable, outcomes = self.turn.take_durable()
+        if not ops:
             return
-        batch = [item.stored for item in pending]
         try:
-            self.history.append(batch)
+            self.store.commit(ops)
         except Exception as exc:  # StoreError, or a bug in a store: same answer
-            log.error("could not store %d message(s) (seq %d..%d), refusing them: %s",
-                      len(batch), batch[0].seq, batch[-1].seq, exc)
-            self.seq = batch[0].seq - 1
-            self.msgs_in -= len(batch)
-            for stored in batch:
-                self._recent.pop(stored.seq, None)
-            self.turn.refuse(pending, UNAVAILABLE_RETRY_MS)
+            log.error("could not store %d change(s), refusing them: %s", len(ops), exc)
+            for step in reversed(undo):
+                step()
+            self.msgs_in -= sum(1 for op in ops if type(op) is records.AddMessage)
+            self._roster = None
+            Turn.refuse(durable, outcomes)
 
-    def _msg_frame(self, stored: Stored) -> bytes:
-        frame = self._recent.get(stored.seq)
-        if frame is None:
-            frame = encode(m.msg(stored.seq, stored.ts, stored.sender, stored.text, stored.ident))
-        return frame
-
-    def _publish(
-        self, conn: Connection | None, key: str, sender: str, text: str, *,
-        ident: str | None, ref: str | None, ok: bytes | None,
-    ) -> None:
-        self.seq += 1
-        stored = Stored(self.seq, self.ts, sender, text, ident)
-        frame = encode(m.msg(stored.seq, stored.ts, sender, text, ident))
-        recent = self._recent
-        recent[stored.seq] = frame
-        if len(recent) > self._recent_cap:
-            del recent[next(iter(recent))]
-        self.turn.public(conn, frame, stored, key=key, ref=ref, ok=ok)
-        self.msgs_in += 1
-
-    # --- dispatch -------------------------------------------------------------
+    # --- dispatch ----------------------------------------------------------------
 
     def _dispatch(self, conn: Connection, msg: Message) -> None:
         conn.last_rx = self.now
@@ -359,174 +391,299 @@ class Core:
         if state == USER:
             self._request(conn, msg)
         elif state == HANDSHAKE:
-            self._hello(conn, msg)
+            self._hello(self, conn, msg)
         else:
             self._operator(conn, msg)
 
     def _request(self, conn: Connection, msg: Message) -> None:
         kind = msg["type"]
         settings = self.settings
-        if settings.rate and kind not in _FREE:
+        if settings.rate and kind not in ("pong", "bye"):
             wait = conn.take_token(self.now, settings.rate, settings.burst)
             if wait:
-                self._error(conn, ProtocolError(
+                self.error(conn, ProtocolError(
                     "rate_limited", f"more than {settings.rate:g} requests per second",
-                    ref=request_ref(msg), retry_after_ms=wait,
+                    ref=m.request_ref(msg), retry_after_ms=wait,
                 ))
                 return
         try:
             if kind == "hello":  # whatever its members: the session exists
                 raise ProtocolError("already_logged_in", "this connection is logged in",
-                                    ref=request_ref(msg))
-            ref = validate(msg, CHAT_REQUESTS)
-            self._chat[kind](conn, msg, ref)
+                                    ref=m.request_ref(msg))
+            if conn.proto == PROTO_V2:
+                ref = m.validate(msg, m.V2_REQUESTS)
+                self._v2[kind](self, conn, msg, ref)
+            else:
+                ref = m.validate(msg, m.CHAT_REQUESTS)
+                self._v1[kind](self, conn, msg, ref)
         except ProtocolError as exc:
-            self._error(conn, exc)
+            self.error(conn, exc)
 
     def _operator(self, conn: Connection, msg: Message) -> None:
         try:
-            ref = validate(msg, CONTROL_REQUESTS)
-            self._control[msg["type"]](conn, msg, ref)
+            ref = m.validate(msg, m.CONTROL_REQUESTS)
+            self._control[msg["type"]](self, conn, msg, ref)
         except ProtocolError as exc:
-            self._error(conn, exc)
+            # On the control socket only framing errors are fatal (§18).
+            self.reply(conn, not_fatal(exc))
 
-    def _error(self, conn: Connection, exc: ProtocolError) -> None:
+    def reply(self, conn: Connection, message: Message) -> None:
+        self.turn.unicast(conn, encode(message))
+
+    def error(self, conn: Connection, exc: ProtocolError) -> None:
         if exc.fatal:
-            self._fatal(conn, exc)
+            self.fatal(conn, exc)
         else:
             self.turn.unicast(conn, encode(exc.to_message()))
 
-    def _fatal(self, conn: Connection, exc: ProtocolError) -> None:
+    def fatal(self, conn: Connection, exc: ProtocolError) -> None:
         """The error frame is the connection's last; others see ``leave`` error."""
         reason = "timeout" if exc.code == "timeout" else "error"
-        self._close(conn, encode(_fatal_message(exc)), reason)
+        self.close(conn, encode(fatal_message(exc)), reason)
 
-    def _close(
-        self, conn: Connection, final: bytes | None, reason: str | None, stage: bool = True
-    ) -> None:
-        """Phase one of a close: stage the final frame, free the name at once,
-        tell the others (``reason`` None: no ``leave``)."""
-        if conn.state >= CLOSING:
+    # --- rooms: lookups shared by the requests ----------------------------------
+
+    def find_room(self, name: str, ref: str | None) -> Room:
+        """The room a request names: ``bad_room``, then ``no_such_room``."""
+        problem = room_name_problem(name)
+        if problem is not None:
+            raise ProtocolError("bad_room", problem, ref=ref)
+        room = self.rooms.get(room_key(name))
+        if room is None:
+            raise ProtocolError("no_such_room", f"there is no room {name!r}", ref=ref)
+        return room
+
+    def member_room(self, person: Person, name: str, ref: str | None, *,
+                    readable: bool = False) -> Room:
+        """A room the person must be a member of (``not_member``); with
+        ``readable``, a public room is open to everyone logged in."""
+        room = self.find_room(name, ref)
+        if person.key not in room.members and not (readable and room.is_public):
+            raise ProtocolError("not_member", f"you are not in {room.name!r}", ref=ref)
+        return room
+
+    def account(self, name: str, ref: str | None) -> Person:
+        """The account of this name, or ``no_such_user``."""
+        person = self.people.get(name_key(name))
+        if person is None or not person.account:
+            raise ProtocolError("no_such_user", f"{name!r} is not an account", ref=ref)
+        return person
+
+    def channels(self, conn: Connection) -> Iterator[Channel]:
+        """Every channel a logged-in session is subscribed to."""
+        person: Person = conn.person
+        if conn.proto == PROTO_V2:
+            for room in person.rooms.values():
+                yield room.chan
+        else:
+            chan1 = self.lobby.chan1
+            assert chan1 is not None
+            yield chan1
+
+    # --- durable changes -----------------------------------------------------------
+
+    def create_room(self, name: str, kind: str, owner: Person | None) -> Room:
+        key = room_key(name)
+        record = RoomRecord(key, name, kind, "", owner.key if owner is not None else None)
+        self.ops.append(records.PutRoom(record))
+        # The store serves a log for a room it has not stored yet: empty, its
+        # seq continuing a removed room of the same name.
+        room = Room(record, self.store.log(key), lobby=key == LOBBY)
+        self.rooms[key] = room
+        self.undo.append(lambda: self._forget_room(key))
+        return room
+
+    def _forget_room(self, key: str) -> None:
+        del self.rooms[key]
+
+    def enter(self, room: Room, person: Person, role: str) -> None:
+        """``person`` becomes a member: every other online member gets ``join``."""
+        self.turn.broadcast(room.chan, encode(m.room_event(
+            "join", room.name, self.ts, name=person.name)), durable=True, skip=person.conn)
+        self.add_member(room, person, role)
+
+    def add_member(self, room: Room, person: Person, role: str) -> None:
+        """Make ``person`` a member; its v2 session (if any) starts getting the room."""
+        room.members[person.key] = role
+        person.rooms[room.key] = room
+        conn = person.conn
+        if conn is not None and conn.proto == PROTO_V2:
+            self.turn.subscribe(conn, room.chan)
+        if room.key == LOBBY and conn is not None:
+            self.lobby_online_set(person, True)
+
+        def undo() -> None:
+            room.members.pop(person.key, None)
+            person.rooms.pop(room.key, None)
+            if conn is not None:
+                self.turn.unsubscribe(conn, room.chan)
+
+        self.change(records.PutMember(room.key, person.key, role) if person.account else None,
+                    undo)
+
+    def remove_member(self, room: Room, person: Person) -> None:
+        role = room.members.pop(person.key)
+        person.rooms.pop(room.key, None)
+        conn = person.conn
+        if conn is not None:
+            self.turn.unsubscribe(conn, room.chan)
+        if room.key == LOBBY and conn is not None:
+            self.lobby_online_set(person, False)
+
+        def undo() -> None:
+            room.members[person.key] = role
+            person.rooms[room.key] = room
+            if conn is not None and conn.proto == PROTO_V2 and conn.state == USER:
+                self.turn.subscribe(conn, room.chan)
+
+        self.change(records.RemoveMember(room.key, person.key) if person.account else None,
+                    undo)
+
+    def set_role(self, room: Room, person: Person, role: str) -> None:
+        old = room.members[person.key]
+        room.members[person.key] = role
+        self.change(records.PutMember(room.key, person.key, role),
+                    lambda: room.members.__setitem__(person.key, old))
+
+    def save_room(self, room: Room, **changes: Any) -> None:
+        """Change a room's topic or owner."""
+        old = {name: getattr(room, name) for name in changes}
+        for name, value in changes.items():
+            setattr(room, name, value)
+
+        def undo() -> None:
+            for name, value in old.items():
+                setattr(room, name, value)
+
+        self.change(records.PutRoom(room.record()), undo)
+
+    def set_ban(self, room: Room, key: str, banned: bool) -> None:
+        if (key in room.bans) == banned:
             return
-        if stage:
-            self.turn.catch_up(conn)
-            if final is not None:
-                self.turn.unicast(conn, final)
-        self.audience.discard(conn)
-        self.pending_input.discard(conn)
-        state = conn.state
-        conn.state = CLOSING
-        if conn.kind == CHAT:
-            self.clients -= 1
-        if state == USER:
-            del self.users[conn.key]
-            self._roster = None
-            if reason is not None:
-                self.turn.broadcast(encode(m.leave(conn.name, self.ts, reason)))
-        elif state == HANDSHAKE:
-            self.handshakes -= 1
-        self.closing.append(conn)
+        if banned:
+            room.bans.add(key)
+            self.change(records.PutBan(room.key, key), lambda: room.bans.discard(key))
+        else:
+            room.bans.discard(key)
+            self.change(records.RemoveBan(room.key, key), lambda: room.bans.add(key))
 
-    # --- login -------------------------------------------------------------------
+    def set_invite(self, room: Room, key: str, invited: bool) -> None:
+        if (key in room.invites) == invited:
+            return
+        if invited:
+            room.invites.add(key)
+            self.change(records.PutInvite(room.key, key), lambda: room.invites.discard(key))
+        else:
+            room.invites.discard(key)
+            self.change(records.RemoveInvite(room.key, key), lambda: room.invites.add(key))
 
-    def _hello(self, conn: Connection, msg: Message) -> None:
-        """Contract §3.2: welcome, or a fatal error checked in the given order."""
-        settings = self.settings
-        ref = request_ref(msg)
-        try:
-            if msg["type"] != "hello":
-                raise ProtocolError("not_logged_in", "the first frame must be hello", ref=ref)
-            validate(msg, CHAT_REQUESTS)
-            if msg["proto"] != PROTO_VERSION:
-                raise ProtocolError(
-                    "unsupported_proto", f"this server speaks proto {PROTO_VERSION}", ref=ref
-                )
-            name = normalize_name(msg["name"])
-            if settings.password is not None and not hmac.compare_digest(
-                msg.get("password", "").encode(), settings.password.encode()
-            ):
-                raise ProtocolError("auth_failed", "wrong or missing password", ref=ref)
-            key = name_key(name)
-            old = self.users.get(key)
-            if old is not None:
-                token = msg.get("token")
-                if token is None or not hmac.compare_digest(token.encode(), old.token.encode()):
-                    raise ProtocolError("name_taken", f"{name!r} is online", ref=ref)
-            elif len(self.users) >= settings.max_clients:
-                raise ProtocolError("server_full", "the server is full", ref=ref)
-            self.commit()  # the backlog must hold every message accepted so far
-            since = msg.get("since")
-            if since is not None:
-                source = self.history.after(since)
+    def set_marker(self, room: Room, person: Person, seq: int) -> None:
+        old = person.markers.get(room.key)
+        person.markers[room.key] = seq
+
+        def undo() -> None:
+            if old is None:
+                person.markers.pop(room.key, None)
             else:
-                source = iter(self.history.latest(settings.backlog) if settings.backlog else [])
-            backlog, rest = self._burst(source)
-        except ProtocolError as exc:
-            if exc.ref is None:
-                exc.ref = ref
-            self._fatal(conn, exc)
-            return
-        except Exception as exc:  # the store could not be read
-            self._fatal(conn, _unreadable("a login", exc, ref))
-            return
-        self._login(conn, key, name, old=old, backlog=backlog, rest=rest, ref=ref)
+                person.markers[room.key] = old
 
-    def _login(
-        self, conn: Connection, key: str, name: str, *, old: Connection | None,
-        backlog: list[bytes], rest: Iterator[Stored] | None, ref: str | None,
-    ) -> None:
-        settings = self.settings
-        if old is not None:  # takeover: same session, new connection
-            name = old.name
-            self._close(old, encode(m.bye("replaced")), None)
-        conn.name = name
-        conn.key = key
-        conn.label = name
-        conn.token = secrets.token_urlsafe(TOKEN_BYTES)
-        self.users[key] = conn
-        if self._roster is not None:
-            self._roster = self._roster[:-1] + (b"," if len(self.users) > 1 else b"") + \
-                _json_bytes(name) + b"]"
-        frames = [self._welcome(conn, ref), *backlog]
-        conn.backlog = rest
-        self.turn.unicast(conn, Welcome(b"".join(frames)), len(frames))
-        conn.state = USER
-        conn.decoder.max_frame = settings.max_frame
-        conn.tokens = float(settings.burst)
-        conn.refill_at = self.now
-        self.handshakes -= 1
-        if old is None:
-            self.turn.broadcast(encode(m.join(name, self.ts)))
-        self.turn.skip_to_end(conn)
-        self.audience.add(conn)
-        self.timers.schedule(self.now + settings.heartbeat, conn, "heartbeat")
+        self.change(records.PutMarker(room.key, person.key, seq) if person.account else None,
+                    undo)
 
-    def _burst(self, source: Iterator[Stored]) -> tuple[list[bytes], Iterator[Stored] | None]:
-        """The next BACKLOG_BURST bytes of backlog frames, and the rest (None
-        once ``source`` is exhausted). A long backlog goes out as the client
-        reads it, not all at once into memory."""
+    def remove_room(self, room: Room) -> None:
+        """Delete a room and its history; online members get ``part`` removed."""
+        frame_for = {}
+        for key in list(room.members):
+            person = self.people.get(key)
+            if person is None:
+                continue
+            if person.conn is not None and person.conn.proto == PROTO_V2:
+                frame_for[person.conn] = encode(m.room_event(
+                    "part", room.name, self.ts, name=person.name, reason="removed"))
+        for key in list(room.members):
+            person = self.people.get(key)
+            if person is not None:
+                room.members.pop(key)
+                person.rooms.pop(room.key, None)
+                person.markers.pop(room.key, None)
+                if person.conn is not None:
+                    self.turn.unsubscribe(person.conn, room.chan)
+        for conn, frame in frame_for.items():
+            self.turn.unicast(conn, frame)
+        del self.rooms[room.key]
+        self.removed_seqs[room.key] = room.seq
+        self.ops.append(records.RemoveRoom(room.key))
+        self.undo.append(lambda: self.rooms.__setitem__(room.key, room))
+
+    # --- messages -------------------------------------------------------------------
+
+    def publish(self, room: Room, sender: str, sender_key: str, text: str, *,
+                ident: str | None, conn: Connection | None, ok: bytes, ref: str | None) -> None:
+        """Accept a message: the next seq, its store op, and its ``msg`` for every
+        member, version 1 sessions of lobby and watchers (revocable until the
+        commit); the requester gets ``ok`` (b"": its echo is the answer)."""
+        room.seq += 1
+        stored = Stored(room.seq, self.ts, sender, text, ident)
+        self.ops.append(records.AddMessage(room.key, stored))
+
+        def undo() -> None:
+            room.seq -= 1
+
+        self.undo.append(undo)
+        turn = self.turn
+        # Each shape is encoded only if someone is there to get it.
+        if room.chan.conns or self.watch.conns:
+            frame = self.msg_frame(room, stored, v1=False)
+            turn.broadcast(room.chan, frame, durable=True)
+            turn.broadcast(self.watch, frame, durable=True)
+        if room.chan1 is not None and room.chan1.conns:
+            turn.broadcast(room.chan1, self.msg_frame(room, stored, v1=True), durable=True)
+        if conn is not None:
+            turn.outcome(conn, ok, ref)
+        self.msgs_in += 1
+
+    def msg_frame(self, room: Room, stored: Stored, *, v1: bool, with_id: bool = False) -> bytes:
+        """A retained message as a ``msg`` frame (a tombstone as one, §14, §10)."""
+        out: Message = {"type": "msg"}
+        out.update(m.entry(stored.seq, stored.ts, stored.sender, stored.text,
+                           ident=stored.ident, edited=stored.edited, deleted=stored.deleted,
+                           room=None if v1 else room.name, v1=v1, with_id=with_id))
+        return encode(out)
+
+    def burst(self, room: Room, source: Iterator[Stored], v1: bool
+              ) -> tuple[list[bytes], Iterator[bytes] | None]:
+        """Backlog frames up to BACKLOG_BURST bytes, and the rest (None once
+        ``source`` is exhausted): a long backlog goes out as the client reads it."""
         frames: list[bytes] = []
         size = 0
         for stored in source:
-            frame = self._msg_frame(stored)
+            frame = self.msg_frame(room, stored, v1=v1)
             frames.append(frame)
             size += len(frame)
             if size >= BACKLOG_BURST:
-                return frames, source
+                return frames, (self.msg_frame(room, s, v1=v1) for s in source)
         return frames, None
 
     def refill(self, conn: Connection) -> None:
-        """The client read what it had: queue the next part of its backlog,
-        and after the last part the live output held behind it."""
+        """The client read what it had: queue the next part of its backlog, and
+        after the last part the live output held behind it."""
         source = conn.backlog
         if source is None:
             return
+        frames: list[bytes] = []
+        size = 0
         try:
-            frames, conn.backlog = self._burst(source)
+            for frame in source:
+                frames.append(frame)
+                size += len(frame)
+                if size >= BACKLOG_BURST:
+                    break
+            else:
+                conn.backlog = None
         except Exception as exc:  # the store could not be read
             log.error("cannot read history for the backlog of %s: %s", conn.label, exc)
             conn.drop_output()
-            self._close(conn, None, "error", stage=False)
+            self.close(conn, None, "error", stage=False)
             return
         if frames:
             conn.queue(Asked(b"".join(frames)))
@@ -534,33 +691,107 @@ class Core:
         if conn.backlog is None:
             conn.release_held()
 
-    def roster(self) -> bytes:
-        """The JSON array of online names, in login order (welcome and ``users``).
+    # --- who is online ---------------------------------------------------------------
 
-        Kept encoded and extended in place at each login, so 10,000 logins do
-        not each rebuild and re-encode a list of thousands of names.
-        """
+    def lobby_online_set(self, person: Person, online: bool) -> None:
+        """Keep the roster of online lobby members (what version 1 sees as users)."""
+        if online:
+            if person.key not in self.lobby_online:
+                self.lobby_online[person.key] = person.name
+                if self._roster is not None:
+                    self._roster = self._roster[:-1] + (
+                        b"," if len(self.lobby_online) > 1 else b"") + _json(person.name) + b"]"
+                chan1 = self.lobby.chan1
+                assert chan1 is not None
+                self.turn.broadcast(chan1, encode(m.join(person.name, self.ts)),
+                                    skip=person.conn)
+        elif self.lobby_online.pop(person.key, None) is not None:
+            self._roster = None
+
+    def lobby_leave(self, person: Person, reason: str) -> None:
+        """An online lobby member is gone for version 1 sessions."""
+        if person.key in self.lobby_online:
+            self.lobby_online_set(person, False)
+            chan1 = self.lobby.chan1
+            assert chan1 is not None
+            self.turn.broadcast(chan1, encode(m.leave(person.name, self.ts, reason)))
+
+    def roster(self) -> bytes:
+        """The JSON array of online lobby members, in login order (version 1
+        welcome and ``users``), kept encoded and extended in place at each login."""
         if self._roster is None:
-            self._roster = _json_bytes([c.name for c in self.users.values()])
+            self._roster = _json(list(self.lobby_online.values()))
         return self._roster
 
-    def _welcome(self, conn: Connection, ref: str | None) -> bytes:
-        settings = self.settings
-        payload = encode_payload(m.welcome(
-            name=conn.name, server=SERVER_NAME, seq=self.seq, oldest=self.history.oldest_seq,
-            users=[], max_frame=settings.max_frame, max_text=settings.max_text,
-            heartbeat=settings.heartbeat, token=conn.token, ref=ref,
-        ))
-        # Names and tokens cannot hold '"', so this member occurs exactly once.
-        payload = payload.replace(b'"users":[]', b'"users":' + self.roster(), 1)
-        return _header.pack(len(payload)) + payload
+    def presence(self, person: Person, online: bool, reason: str | None = None) -> None:
+        """``presence`` once to every version 2 session sharing a room with ``person``
+        (§15); its own session is not subscribed at this point."""
+        frame = encode(m.presence(person.name, online, self.ts, reason))
+        rooms = list(person.rooms.values())
+        if len(rooms) == 1:
+            self.turn.broadcast(rooms[0].chan, frame, skip=person.conn)
+            return
+        seen: set[Connection] = set()
+        for room in rooms:
+            seen.update(room.chan.conns)
+        if person.conn is not None:
+            seen.discard(person.conn)
+        for conn in seen:
+            self.turn.unicast(conn, frame)
+
+    # --- closing -----------------------------------------------------------------------
+
+    def close(self, conn: Connection, final: bytes | None, reason: str | None,
+              stage: bool = True, *, takeover: bool = False) -> None:
+        """Phase one of a close: stage the final frame, free the name at once,
+        tell the others (``reason`` None: nobody is told; ``takeover``: the
+        session goes on on another connection)."""
+        if conn.state >= CLOSING:
+            return
+        state = conn.state
+        if state == USER:
+            for channel in list(self.channels(conn)):
+                self.turn.unsubscribe(conn, channel)
+        elif state == WATCHER:
+            self.turn.unsubscribe(conn, self.watch)
+        if stage and final is not None:
+            self.turn.unicast(conn, final)
+        self.pending_input.discard(conn)
+        conn.state = CLOSING
+        conn.busy = False
+        if conn.kind == CHAT:
+            self.clients -= 1
+        if state == USER:
+            self._end_session(conn, reason, takeover)
+        elif state == HANDSHAKE:
+            self.handshakes -= 1
+        self.closing.append(conn)
+
+    def _end_session(self, conn: Connection, reason: str | None, takeover: bool) -> None:
+        person: Person = conn.person
+        del self.online[person.key]
+        if takeover:
+            return
+        person.conn = None
+        if reason is not None:
+            self.lobby_leave(person, reason)
+            self.presence(person, False, reason)
+            self.turn.broadcast(self.watch, encode(m.leave(person.name, self.ts, reason)))
+        else:
+            self.lobby_online.pop(person.key, None)
+            self._roster = None
+        if not person.account:  # a guest's memberships end silently with it
+            for room in list(person.rooms.values()):
+                room.members.pop(person.key, None)
+            person.rooms.clear()
+            self.people.pop(person.key, None)
 
     def _heartbeat(self, conn: Connection, now: float) -> None:
         """Contract §7, re-armed lazily: frames only ever update ``last_rx``."""
         beat = self.settings.heartbeat
         if conn.ping_at and conn.last_rx < conn.ping_at:  # pinged, silent since
             if now >= conn.ping_at + beat:
-                self._fatal(conn, ProtocolError(
+                self.fatal(conn, ProtocolError(
                     "timeout", f"no frame for {2 * beat:g} seconds"))
                 return
             self.timers.schedule(conn.ping_at + beat, conn, "heartbeat")
@@ -573,113 +804,29 @@ class Core:
         else:
             self.timers.schedule(conn.last_rx + beat, conn, "heartbeat")
 
-    # --- chat requests (contract §4) ------------------------------------------
+    def role_ok(self, room: Room, person: Person) -> bool:
+        """Owner or op of the room."""
+        return room.role_of(person.key) in (records.OWNER, records.OP)
 
-    def _say(self, conn: Connection, msg: Message, ref: str | None) -> None:
-        ident = msg.get("id")
-        if ident is not None:
-            original = self._find(conn.key, ident, ref)
-            if original is not None:
-                self.turn.unicast(conn, self._msg_frame(original))
-                return
-        text = clean_text(msg["text"], self.settings.max_text, ref=ref)
-        self._publish(conn, conn.key, conn.name, text, ident=ident, ref=ref, ok=None)
+    def members_list(self, room: Room) -> list[Message]:
+        """``{name, role, online}`` of every member, sorted by casefolded name."""
+        out = []
+        for key in sorted(room.members, key=lambda k: self._display(k).casefold()):
+            person = self.people.get(key)
+            out.append({"name": self._display(key), "role": room.role_of(key),
+                        "online": person is not None and person.conn is not None})
+        return out
 
-    def _find(self, key: str, ident: str, ref: str | None) -> Stored | None:
-        """The retained message this user already had accepted with this id."""
-        if (key, ident) in self.turn.pending_ids:
-            self.commit()
-        try:
-            return self.history.find(key, ident)
-        except Exception as exc:
-            raise _unreadable("an idempotency check", exc, ref) from None
+    def _display(self, key: str) -> str:
+        person = self.people.get(key)
+        return person.name if person is not None else key
 
-    def _pm(self, conn: Connection, msg: Message, ref: str | None) -> None:
-        text = clean_text(msg["text"], self.settings.max_text, ref=ref)
-        target = self.users.get(name_key(msg["to"]))
-        if target is None:
-            raise ProtocolError("no_such_user", f"{msg['to']!r} is not online", ref=ref)
-        frame = encode(m.pm(conn.name, target.name, self.ts, text, msg.get("id")))
-        self.turn.unicast(target, frame)
-        if target is not conn:
-            self.turn.unicast(conn, frame)
-        self.msgs_in += 1
+    def is_dm_member(self, room: Room, person: Person) -> bool:
+        return room.kind == DM and person.key in room.members
 
-    def _who(self, conn: Connection, msg: Message, ref: str | None) -> None:
-        payload = encode_payload(m.users([], ref)).replace(b"[]", self.roster(), 1)
-        self.turn.unicast(conn, _header.pack(len(payload)) + payload)
-
-    def _history(self, conn: Connection, msg: Message, ref: str | None) -> None:
-        before = msg["before"]
-        self.commit()
-        try:
-            found = self.history.before(before, msg.get("limit", HISTORY_LIMIT_DEFAULT))
-        except Exception as exc:
-            raise _unreadable("a history request", exc, ref) from None
-        reply = m.history(before, [stored.as_member() for stored in found], ref)
-        self.turn.unicast(conn, Asked(encode(reply)))
-
-    def _ping(self, conn: Connection, msg: Message, ref: str | None) -> None:
-        self.turn.unicast(conn, encode(m.pong(msg, ref)))
-
-    def _pong(self, conn: Connection, msg: Message, ref: str | None) -> None:
-        """Nothing to do: any frame proves the client alive (``last_rx``)."""
-
-    def _bye(self, conn: Connection, msg: Message, ref: str | None) -> None:
-        self._close(conn, encode(m.bye("quit")), "quit")
-
-    # --- control requests (contract §8) -------------------------------------------
-
-    def _status(self, conn: Connection, msg: Message, ref: str | None) -> None:
-        reply = self.status()
-        if ref is not None:
-            reply["ref"] = ref
-        self.turn.unicast(conn, encode(reply))
-
-    def _kick(self, conn: Connection, msg: Message, ref: str | None) -> None:
-        # The reason reaches the user as bye.message: the text rules keep it
-        # printable and encodable for every client.
-        reason = msg.get("reason")
-        if reason is not None:
-            reason = clean_text(reason, self.settings.max_text, ref=ref)
-        target = self.users.get(name_key(msg["name"]))
-        if target is None:
-            raise ProtocolError("no_such_user", f"{msg['name']!r} is not online", ref=ref)
-        self._close(target, encode(m.bye("kicked", reason)), "kicked")
-        self.turn.unicast(conn, encode(m.ok(ref)))
-
-    def _announce(self, conn: Connection, msg: Message, ref: str | None) -> None:
-        text = clean_text(msg["text"], self.settings.max_text, ref=ref)
-        self._publish(conn, ANNOUNCER, ANNOUNCER, text, ident=None, ref=ref,
-                      ok=encode(m.ok(ref)))
-
-    def _watch(self, conn: Connection, msg: Message, ref: str | None) -> None:
-        self.turn.unicast(conn, encode(m.ok(ref)))
-        if conn.state != WATCHER:
-            conn.state = WATCHER
-            self.turn.skip_to_end(conn)
-            self.audience.add(conn)
-
-    def _shutdown(self, conn: Connection, msg: Message, ref: str | None) -> None:
-        self.turn.unicast(conn, encode(m.ok(ref)))
-        self.stop_requested = True
+    def new_role(self, room: Room, person: Person) -> str:
+        return records.OWNER if room.owner == person.key else MEMBER
 
 
-def _json_bytes(value: Any) -> bytes:
+def _json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _fatal_message(exc: ProtocolError) -> Message:
-    """The error frame of a fatal close: before login every error is fatal."""
-    out = exc.to_message()
-    out["fatal"] = True
-    return out
-
-
-def _unreadable(purpose: str, exc: Exception, ref: str | None) -> ProtocolError:
-    """Log a failed history read and give the ``unavailable`` error that reports it."""
-    log.error("cannot read history for %s: %s", purpose, exc)
-    return ProtocolError(
-        "unavailable", "the server cannot read its history; retry later", ref=ref,
-        retry_after_ms=UNAVAILABLE_RETRY_MS,
-    )

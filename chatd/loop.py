@@ -1,18 +1,20 @@
 """The event loop: the only code that touches selectors, sockets and signals.
 
-One thread, one ``selectors.DefaultSelector``, non-blocking sockets. A turn:
+One thread, one ``selectors.DefaultSelector``, non-blocking sockets. Listeners
+are sockets; each connection's bytes go through its
+:class:`~chatd.transport.Transport`, which the core never sees. A turn:
 
 1. wait in ``select`` until a socket is ready, a timer is due, or a signal
    wakes the loop (``signal.set_wakeup_fd``; handlers only record the signal);
 2. accept (capped per turn), read (one ``recv`` per connection; a connection
    whose decoder still holds frames from the last turn is not read, which is
    the backpressure), hand the bytes to the pure :class:`~chatd.core.Core`;
-3. run due timers and act on signals;
+3. run due timers, hand finished password hashes (the hash worker's pipe is
+   in the selector) back to the core, and act on signals;
 4. ``core.end_turn()``: group commit, then the staged frames go to out-buffers;
 5. at most ONE ``send``/``sendmsg`` per connection, capped in bytes; what is
-   left waits for ``EVENT_WRITE``, registered only while output remains.
-   Presence (``join``/``leave``) may wait a moment to go out with more (see
-   ``Server._presence``); a streamed backlog is refilled as
+   left waits for ``EVENT_WRITE``, registered only while output remains (or
+   the transport holds bytes of its own). A streamed backlog is refilled as
    the client reads it; a connection over ``max_outbuf`` is a slow consumer;
 6. reap: a closing connection whose last frame is out gets ``shutdown(SHUT_WR)``
    and lingers (reading and discarding) for up to a second before ``close``.
@@ -34,7 +36,7 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -42,9 +44,11 @@ from typing import Any
 from chatd.connection import CHAT, CLOSED, CLOSING, CONTROL, LINGER, Connection
 from chatd.core import Core
 from chatd.errors import StartupError
-from chatd.history import History, open_history
+from chatd.hashworker import HashWorker
 from chatd.settings import Settings
+from chatd.store import Store, open_store
 from chatd.timers import Timers
+from chatd.transport import Chunk, SocketTransport, Transport
 from chatd.unix_path import unix_address
 
 log = logging.getLogger("chatd")
@@ -58,14 +62,13 @@ LISTEN_BACKLOG = 4096
 LINGER_S = 1.0  # contract §3.5: keep reading this long after our last frame
 SHUTDOWN_LINGER_S = 0.25  # "up to a second": shorter when the whole server is leaving
 FLUSH_TIMEOUT_S = 5.0  # a closing connection that does not read is cut off
-PRESENCE_DELAY_PER_MEMBER_S = 0.00005  # presence batching: 0.5 s at 10,000 members
-PRESENCE_DELAY_MAX_S = 0.5
 ACCEPT_BACKOFF_S = 0.2  # out of file descriptors: stop accepting this long
 STATUS_EVERY_S = 5.0  # notify("STATUS=...") period
 
 _LISTEN = "listen"
 _CONTROL = "control"
 _WAKEUP = "wakeup"
+_HASHED = "hashed"
 _FD_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 Notify = Callable[[str], None]
@@ -106,20 +109,19 @@ class Server:
         self.listener: socket.socket | None = None
         self.control: socket.socket | None = None
         self.control_bound = False
-        self.history: History | None = None
+        self.store: Store | None = None
+        self.hasher: HashWorker | None = None
         self.core: Core | None = None
         self.signals: list[int] = []
         self.old_handlers: dict[int, Any] = {}
         self.old_wakeup = -1
         self.wake_r, self.wake_w = socket.socketpair()
-        self.rbuf = bytearray(READ_SIZE)
-        self.rview = memoryview(self.rbuf)
+        self.rview = memoryview(bytearray(READ_SIZE))
         self.grace_deadline: float | None = None
         self.port = 0
         self.accepting = False
         self.fd_warned = False
         self.parked: set[Connection] = set()  # frames waiting until output drains
-        self.presence_due = 0.0  # when the core's waiting presence goes out, 0 if none
 
     # --- start and stop ------------------------------------------------------
 
@@ -129,8 +131,10 @@ class Server:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.listener = self._listen_tcp()
         self.control = self._listen_control()
-        self.history = open_history(settings)
-        core = Core(settings, self.history, time.monotonic(), _wall_ms())
+        self.store = open_store(settings)
+        self.hasher = HashWorker(settings.hash_workers)
+        core = Core(settings, self.store, self.hasher, time.monotonic(), _wall_ms())
+        self.sel.register(self.hasher.fileno(), selectors.EVENT_READ, _HASHED)
         self.sel.register(self.listener, selectors.EVENT_READ, _LISTEN)
         self.sel.register(self.control, selectors.EVENT_READ, _CONTROL)
         self.accepting = True
@@ -215,12 +219,15 @@ class Server:
             for conn in list(self.core.conns):
                 self._drop(conn)
         self._stop_listening()
-        if self.history is not None:
-            history, self.history = self.history, None
+        if self.hasher is not None:
+            hasher, self.hasher = self.hasher, None
+            hasher.close()
+        if self.store is not None:
+            store, self.store = self.store, None
             try:
-                history.close()
+                store.close()
             except Exception:
-                log.exception("closing the history failed")
+                log.exception("closing the store failed")
         if self.control_bound:
             self.control_bound = False
             with contextlib.suppress(FileNotFoundError):
@@ -272,13 +279,16 @@ class Server:
                 data = key.data
                 if type(data) is Connection:
                     if mask & selectors.EVENT_READ and data not in carry:
-                        self._read(data)
+                        self._read(data, writable)
                     if mask & selectors.EVENT_WRITE:
                         writable.append(data)
                 elif data == _LISTEN:
                     self._accept(key.fileobj, CHAT)  # type: ignore[arg-type]
                 elif data == _CONTROL:
                     self._accept(key.fileobj, CONTROL)  # type: ignore[arg-type]
+                elif data == _HASHED:
+                    assert self.hasher is not None
+                    core.hashed(self.hasher.results())
                 else:
                     self._drain_wakeup()
             for conn in carry:
@@ -297,8 +307,7 @@ class Server:
                     self._begin_shutdown(signal.Signals(signum).name)
             if core.stop_requested and not core.stopping:
                 self._begin_shutdown("control request")
-            released = core.end_turn(defer_presence=True)
-            self._presence(released, now)
+            released = core.end_turn()
             self._flush_all(released, writable)
             if core.stopping and (not core.conns or now >= (self.grace_deadline or now)):
                 if core.conns:
@@ -317,9 +326,9 @@ class Server:
             elif kind == "accept":
                 self._resume_accepting()
             elif kind == "status":
-                self.notify(f"STATUS={len(core.users)} users online")
+                self.notify(f"STATUS={core.status_users()} users online")
                 self.timers.schedule(now + STATUS_EVERY_S, None, "status")
-            # "grace" and "presence" only wake the loop; run() checks them.
+            # "grace" only wakes the loop; run() checks it.
 
     def _begin_shutdown(self, why: str) -> None:
         core = self.core
@@ -360,10 +369,10 @@ class Server:
                 label = f"{address[0]}:{address[1]}"
             else:
                 label = "control"
-            conn = core.connect(kind, label)
-            conn.sock = sock
+            conn = core.connect(kind, label, address[0] if kind == CHAT else "")
+            conn.transport = SocketTransport(sock)
             conn.events = selectors.EVENT_READ
-            self.sel.register(sock, selectors.EVENT_READ, conn)
+            self.sel.register(conn.transport, selectors.EVENT_READ, conn)
             self.fd_warned = False  # the next shortage is worth a log line again
 
     def _pause_accepting(self, exc: OSError) -> None:
@@ -392,50 +401,32 @@ class Server:
         except (BlockingIOError, InterruptedError):
             pass
 
-    def _read(self, conn: Connection) -> None:
+    def _read(self, conn: Connection, writable: list[Connection]) -> None:
+        """One recv; a transport that now has bytes of its own to send (a
+        handshake, a pong) joins this turn's ``writable``."""
+        transport: Transport = conn.transport
+        broken = False
         try:
-            count = conn.sock.recv_into(self.rbuf, READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
+            data = transport.recv(self.rview)
         except OSError:  # reset: nothing can reach the peer any more
-            count = -1
+            data, broken = None, True
         core = self.core
         assert core is not None
-        if conn.state == LINGER:
-            if count <= 0:
+        if data is None:
+            if conn.state == LINGER:
                 self._drop(conn)
-            return
-        if count <= 0:
+                return
             core.lost(conn)
-            if count < 0 or conn.out is None:
+            if broken or conn.out is None:
                 self._drop(conn)
+                return
             # Else only the peer's sending side is closed (FIN): it may still
             # read. Its output is flushed like a closing one's, then it lingers.
-            return
-        # The decoder copies what it keeps, so the shared buffer can be lent.
-        core.receive(conn, self.rview[:count])
-
-    def _presence(self, released: list[Connection], now: float) -> None:
-        """Presence nobody's other output took along waits in the core's log
-        up to PRESENCE_DELAY_PER_MEMBER_S times the audience size (at most
-        PRESENCE_DELAY_MAX_S), then goes to every member at once.
-
-        A ``join`` storm (10,000 clients connecting) otherwise costs a push and
-        a send per member per login. Order is kept: any other frame for a
-        connection queues its waiting presence first (see chatd.turn).
-        """
-        core = self.core
-        assert core is not None
-        if not core.presence_waiting():
-            self.presence_due = 0.0
-            return
-        if not self.presence_due:
-            delay = min(PRESENCE_DELAY_MAX_S, len(core.audience) * PRESENCE_DELAY_PER_MEMBER_S)
-            self.presence_due = now + delay
-            self.timers.schedule(self.presence_due, None, "presence")
-        if now >= self.presence_due:
-            released.extend(core.flush_presence())
-            self.presence_due = 0.0
+        elif data and conn.state != LINGER:
+            # The decoder copies what it keeps, so the shared buffer can be lent.
+            core.receive(conn, data)
+        if transport.wants_write:
+            writable.append(conn)
 
     def _flush_all(self, released: list[Connection], writable: list[Connection]) -> None:
         core = self.core
@@ -453,7 +444,7 @@ class Server:
         for conn in targets:
             if conn.state == CLOSED:
                 continue
-            if conn.out is not None and not self._send(conn):
+            if (conn.out is not None or conn.transport.wants_write) and not self._send(conn):
                 continue
             if conn.state < CLOSING and conn.counted() > limit:
                 if core.overflow(conn):
@@ -471,24 +462,25 @@ class Server:
                     core.pending_input.add(conn)
 
     def _send(self, conn: Connection) -> bool:
-        """One send of up to WRITE_CAP bytes; False if the connection broke."""
+        """One send of up to WRITE_CAP bytes in up to MAX_IOV chunks (none:
+        only the transport's own bytes); False if the connection broke."""
         out = conn.out
-        assert out is not None
+        buffers: Sequence[Chunk]
+        if out is None:
+            buffers = ()
+        elif len(out) == 1 and not conn.out_off and len(out[0]) <= WRITE_CAP:
+            buffers = out
+        else:
+            first = memoryview(out[0])[conn.out_off:conn.out_off + WRITE_CAP]
+            buffers = [first]
+            size = len(first)
+            for chunk in out[1:MAX_IOV]:
+                if size >= WRITE_CAP:
+                    break
+                buffers.append(chunk)
+                size += len(chunk)
         try:
-            if len(out) == 1 and not conn.out_off and len(out[0]) <= WRITE_CAP:
-                count = conn.sock.send(out[0])
-            else:
-                first = memoryview(out[0])[conn.out_off:conn.out_off + WRITE_CAP]
-                buffers: list[bytes | memoryview] = [first]
-                size = len(first)
-                for chunk in out[1:MAX_IOV]:
-                    if size >= WRITE_CAP:
-                        break
-                    buffers.append(chunk)
-                    size += len(chunk)
-                count = conn.sock.sendmsg(buffers)
-        except (BlockingIOError, InterruptedError):
-            return True
+            count = conn.transport.send(buffers)
         except OSError:
             core = self.core
             assert core is not None
@@ -507,7 +499,7 @@ class Server:
         read then would cut off the flush of its last frames; WRITE only while
         output remains."""
         events = 0
-        if conn.out is not None:
+        if conn.out is not None or conn.transport.wants_write:
             events = selectors.EVENT_WRITE
         if conn.state == LINGER or (
             conn.state < CLOSING
@@ -516,20 +508,18 @@ class Server:
             events |= selectors.EVENT_READ
         if events != conn.events:
             if events:
-                self.sel.modify(conn.sock, events, conn)
+                self.sel.modify(conn.transport, events, conn)
             conn.events = events
 
     def _start_linger(self, conn: Connection) -> None:
         """Contract §3.5: our sending side is done; read and discard up to 1 s."""
         try:
-            conn.sock.shutdown(socket.SHUT_WR)
+            conn.transport.shutdown_write()
         except OSError:
             self._drop(conn)
             return
         conn.state = LINGER
-        if conn.events != selectors.EVENT_READ:
-            self.sel.modify(conn.sock, selectors.EVENT_READ, conn)
-            conn.events = selectors.EVENT_READ
+        self._register(conn)
         core = self.core
         assert core is not None
         linger = SHUTDOWN_LINGER_S if core.stopping else LINGER_S
@@ -541,11 +531,11 @@ class Server:
             return
         conn.state = CLOSED
         self.parked.discard(conn)
-        sock = conn.sock
-        if sock is not None:
+        transport = conn.transport
+        if transport is not None:
             with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(sock)
-            sock.close()
+                self.sel.unregister(transport)
+            transport.close()
         conn.drop_output()
         core = self.core
         assert core is not None

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Callable, Mapping
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import platformdirs
 
 from protocol import limits
+from protocol.values import room_key, room_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -123,10 +125,57 @@ def _db(text: str) -> str:
     return text if text == MEMORY_DB else str(_path(text))
 
 
-def _sync(text: str) -> str:
-    if text not in ("full", "normal"):
-        raise ValueError("must be 'full' or 'normal'")
-    return text
+def _choice(*options: str) -> Callable[[str], str]:
+    """A parser for a setting that is one of a few words."""
+    listed = ", ".join(repr(option) for option in options[:-1]) + f" or {options[-1]!r}"
+
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"must be {listed}")
+        return text
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    word = text.lower()
+    if word not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return word == "true"
+
+
+def _room_names(names: Sequence[str]) -> tuple[str, ...]:
+    """Room names in their NFC form, each valid and none twice (by casefold).
+
+    Only ordinary room names: a dm room belongs to two accounts, and nobody can
+    be put in one by default.
+    """
+    rooms: list[str] = []
+    seen: set[str] = set()
+    for name in names:
+        problem = room_problem(name)
+        if problem is not None:
+            raise ValueError(f"{name!r} is not a room name: {problem}")
+        key = room_key(name)
+        if key in seen:
+            raise ValueError(f"{name!r} is named twice")
+        seen.add(key)
+        rooms.append(unicodedata.normalize("NFC", name))
+    if not rooms:
+        raise ValueError("must name at least one room")
+    return tuple(rooms)
+
+
+def _room_list(text: str) -> tuple[str, ...]:
+    """``lobby, dev``: names separated by commas (no room name holds a comma or a space)."""
+    return _room_names([name.strip() for name in text.split(",")])
+
+
+def _room_array(value: list[Any]) -> tuple[str, ...]:
+    """The TOML form of the room list: an array of strings."""
+    if not all(isinstance(item, str) for item in value):
+        raise ValueError("must be an array of strings")
+    return _room_names(value)
 
 
 def _log_level(text: str) -> str:
@@ -142,6 +191,10 @@ class Setting:
     parse: Callable[[str], Any]
     help: str
     metavar: str = ""
+    #: A TOML type this setting also takes (besides the text ``parse`` reads), with
+    #: its reader: a boolean for a switch, an array for a list. Other settings
+    #: refuse such values, so ``port = true`` is an error, not port 1.
+    toml: tuple[type, Callable[[Any], Any]] | None = None
 
 
 #: Every server setting. Defaults live on :class:`Settings`.
@@ -153,7 +206,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("control", _socket_path, "control socket path (default DATA_DIR/control.sock)", "PATH"),
     Setting("db", _db, "history database (default DATA_DIR/history.sqlite3; ':memory:' keeps "
             "history in memory only)", "PATH"),
-    Setting("sync", _sync, "SQLite synchronous mode: full or normal", "MODE"),
+    Setting("sync", _choice("full", "normal"), "SQLite synchronous mode: full or normal", "MODE"),
     Setting("log_level", _log_level, "debug, info, warning or error", "LEVEL"),
     Setting("max_frame", _frame, "largest frame a client may send, in bytes", "BYTES"),
     Setting("max_text", _positive_int, "longest message text, in characters", "CHARS"),
@@ -168,6 +221,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("history", _positive_int, "public messages retained", "N"),
     Setting("password", _text, "password clients must give in hello (default: none)", "TEXT"),
     Setting("grace", seconds, "seconds to flush clients at shutdown", "S"),
+    Setting("guests", _bool, "true: a name that is not an account may log in as a guest "
+            "(with --password if one is set); false: accounts only", "true|false",
+            toml=(bool, bool)),
+    Setting("registration", _choice("closed", "open", "code"),
+            "who may create an account at login: closed (only operators, with "
+            "'chatd account add'), open (anyone), code (anyone who gives --join-code)",
+            "closed|open|code"),
+    Setting("join_code", _text, "the code that registering needs with --registration code",
+            "TEXT"),
+    Setting("room_creation", _choice("everyone", "accounts", "operators"),
+            "who may create a room by joining it: everyone, accounts (not guests) or "
+            "operators (only 'chatd room add')", "everyone|accounts|operators"),
+    Setting("edit_window", seconds, "seconds after sending during which an author may edit "
+            "a message (0 = no limit)", "S"),
+    Setting("default_rooms", _room_list, "rooms a guest is put in at login and an account at "
+            "its creation, separated by commas (in the config file also an array); "
+            "created at start if missing", "NAME[,NAME...]", toml=(list, _room_array)),
+    Setting("max_rooms", _positive_int, "most rooms one user may be a member of", "N"),
+    Setting("hash_workers", _positive_int, "worker processes that hash and check passwords "
+            "(off the event loop)", "N"),
 )
 
 
@@ -196,6 +269,14 @@ class Settings:
     history: int = limits.DEFAULT_HISTORY
     password: str | None = None
     grace: float = 5.0
+    guests: bool = True
+    registration: str = "closed"
+    join_code: str | None = None
+    room_creation: str = "everyone"
+    edit_window: float = limits.DEFAULT_EDIT_WINDOW
+    default_rooms: tuple[str, ...] = (limits.LOBBY,)
+    max_rooms: int = limits.DEFAULT_MAX_ROOMS
+    hash_workers: int = 1
 
     @property
     def control_path(self) -> Path:
@@ -214,16 +295,29 @@ class Settings:
         return self.data_dir / "chatd.log"
 
 
+def text_of(value: object) -> str:
+    """A setting's value as its flag would spell it (for help texts and messages)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
 def _parse(setting: Setting, raw: object, origin: str) -> Any:
     # A TOML file gives typed values; only strings and numbers can be settings
-    # (``true`` is not a port, a table is not a host).
-    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+    # (``true`` is not a port, a table is not a host), unless the setting takes
+    # that type as such.
+    read: Callable[[Any], Any] = setting.parse
+    value: object = raw if isinstance(raw, str) else str(raw)
+    if setting.toml is not None and isinstance(raw, setting.toml[0]):
+        read, value = setting.toml[1], raw
+    elif isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
         raise SettingError(f"{origin}: bad {setting.name}: {raw!r} is not a string or number")
-    text = raw if isinstance(raw, str) else str(raw)
     try:
-        return setting.parse(text)
+        return read(value)
     except ValueError as exc:
-        raise SettingError(f"{origin}: bad {setting.name} {text!r}: {exc}") from None
+        raise SettingError(f"{origin}: bad {setting.name} {value!r}: {exc}") from None
 
 
 def _read_config(config_file: Path) -> dict[str, Any]:
@@ -269,7 +363,16 @@ def resolve(
             values[setting.name] = _parse(setting, raw_env, env_name)
         raw_flag = flags.get(setting.name)
         if raw_flag is not None:
-            values[setting.name] = _parse(
-                setting, raw_flag, "--" + setting.name.replace("_", "-")
-            )
-    return Settings(**values)
+            values[setting.name] = _parse(setting, raw_flag, flag_of(setting.name))
+    settings = Settings(**values)
+    if settings.registration == "code" and settings.join_code is None:
+        raise SettingError(
+            "registration 'code' needs a join code: give --join-code "
+            f"(or {ENV_PREFIX}JOIN_CODE, or join_code in the config file)"
+        )
+    return settings
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a setting: ``max_clients`` -> ``--max-clients``."""
+    return "--" + name.replace("_", "-")

@@ -1,292 +1,284 @@
-"""One loop turn's output, staged so fan-out costs per turn, not per message.
+"""One loop turn's output, staged per channel so fan-out costs per turn, not per message.
 
-Broadcasts (``msg``, ``join``, ``leave``) go to ONE turn-wide list of encoded
-frames. Every member of the audience (users and watchers) has a cursor into it:
-the broadcasts before its cursor are already staged for it. A unicast to a
-connection (a reply, an error, a ``pm``, a welcome) first stages the broadcasts
-after that connection's cursor, then itself, so each connection sees frames in
-the one global order of contract §3.6 (a reply never overtakes a ``msg``
-accepted before its request).
+A **channel** is one audience: the online members of a room (version 2
+sessions), the version 1 sessions of ``lobby``, the control-socket watchers.
+Every broadcast of the turn gets the next number of ONE turn-wide count and is
+appended to its channel's list. At the end of the turn each channel's frames
+are joined ONCE into a blob, and a subscriber that got nothing else this turn
+gets that very blob by reference: a turn with traffic in 3 rooms costs 3
+joins, not one per recipient.
 
-At the end of the turn the list is joined ONCE into a blob; a member with no
-unicasts gets that same blob object by reference. Public messages stay
-revocable until then: if the store refuses the turn's batch, their entries
-become empty and each sender's echo turns into an ``unavailable`` error in
-place (see :class:`Outcome`), so nothing unstored ever reaches a socket.
+A connection that got anything else (a reply, an error, a ``pm``, a welcome),
+that is in several channels with traffic this turn, or whose subscriptions
+changed during the turn, is **touched**: its output is merged by broadcast
+number, each unicast placed after the broadcasts numbered before it was
+staged. So every connection sees frames in the one global order of contract
+§3.6 (a reply never overtakes a ``msg`` accepted before its request, and a
+reply comes before the events its own request caused).
 
-Presence is batched across turns. A turn whose broadcasts are only ``join`` and
-``leave`` does not visit the audience (10,000 logins one after another would
-cost 10,000 x 10,000 pushes): its blob goes to the **presence log**, and each
-member's ``mark`` says where its pending presence starts (a member that came
-later starts at the end: its welcome lists the users). Any other output for a
-member (a unicast, a public message, its final frame) is queued after its
-pending presence, so §3.6 order holds; the rest waits for
-:meth:`Turn.flush_presence` (the loop's presence timer), which gives every
-member its part of one joined blob and empties the log. Marks are absolute
-positions: the log's first entry is number ``presence_base``, and a mark below
-it means "had everything up to the last flush".
+Durable changes stay revocable until the end of the turn: if the store refuses
+the turn's commit, their broadcasts become empty and each requester's
+:class:`Outcome` turns into an ``unavailable`` error in place, so nothing
+unstored ever reaches a socket.
 """
 
 from __future__ import annotations
 
-import itertools
+import heapq
 from collections.abc import Iterable
 from typing import Any
 
-from chatd.connection import CLOSED, USER, WATCHER, Asked, Connection
-from chatd.history import Stored
+from chatd.connection import CLOSED, Asked, Connection
 from protocol import ProtocolError, encode
 
-_AUDIENCE = (USER, WATCHER)
+_NEVER = 1 << 62  # a window that has not ended
+
+
+class Channel:
+    """An audience and its broadcasts of the current turn."""
+
+    __slots__ = ("blob", "conns", "frames", "numbers", "offsets")
+
+    def __init__(self) -> None:
+        self.conns: set[Connection] = set()
+        self.frames: list[bytes] = []
+        self.numbers: list[int] = []  # the turn-wide number of each frame
+        self.blob = b""
+        self.offsets: list[int] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Channel {len(self.conns)} conns, {len(self.frames)} frames>"
 
 
 class Outcome:
-    """Staged for the requester of a public message: what it gets depends on
-    whether the store took the message. Committed: the ``msg`` itself (if the
-    requester is in the audience) then ``ok`` (for an announcement). Refused:
-    one ``unavailable`` error with the request's ref.
-    """
+    """A requester's answer that depends on whether the store took the turn:
+    ``ok`` (a frame, or nothing when the broadcast itself is the answer), or
+    one ``unavailable`` error with the request's ref."""
 
-    __slots__ = ("echo", "index", "ok", "ref")
+    __slots__ = ("ok", "ref", "refused")
 
-    def __init__(self, index: int, echo: bool, ok: bytes | None, ref: str | None) -> None:
-        self.index = index
-        self.echo = echo
+    def __init__(self, ok: bytes, ref: str | None) -> None:
         self.ok = ok
         self.ref = ref
-
-
-class Pending:
-    """A public message accepted this turn but not yet in the store."""
-
-    __slots__ = ("index", "ref", "stored")
-
-    def __init__(self, stored: Stored, index: int, ref: str | None) -> None:
-        self.stored = stored
-        self.index = index
-        self.ref = ref
+        self.refused = False
 
 
 class Turn:
     """Staged output of the current loop turn (see the module docstring)."""
 
-    __slots__ = ("bcast", "failed", "pending", "pending_ids", "presence", "presence_base",
-                 "presence_bytes", "presence_frames", "presence_joined", "touched",
-                 "unicast_frames", "urgent")
+    __slots__ = ("active", "count", "durable", "outcomes", "touched", "unicast_frames")
 
     def __init__(self) -> None:
-        self.bcast: list[bytes] = []
+        self.count = 0
+        self.active: list[Channel] = []
         self.touched: list[Connection] = []
-        self.pending: list[Pending] = []
-        self.pending_ids: set[tuple[str, str]] = set()
-        self.failed: dict[int, bytes] = {}  # bcast index -> error frame for its sender
         self.unicast_frames = 0
-        self.urgent = False  # a public message was broadcast (not only presence)
-        self.presence: list[bytes] = []  # the presence log: blobs of presence-only turns
-        self.presence_base = 0  # the absolute number of presence[0]
-        self.presence_frames = [0]  # frames in presence[:i]
-        self.presence_bytes = [0]  # bytes in presence[:i]
-        self.presence_joined: bytes | None = None  # b"".join(presence), once needed
+        #: (channel, index) of every broadcast that depends on this turn's commit
+        self.durable: list[tuple[Channel, int]] = []
+        self.outcomes: list[Outcome] = []
 
-    def _staged(self, conn: Connection) -> list[Any]:
-        """The connection's staged list, caught up with the broadcasts so far."""
+    # --- staging -----------------------------------------------------------
+
+    def _touch(self, conn: Connection) -> list[Any]:
         staged = conn.staged
         if staged is None:
             conn.staged = staged = []
             self.touched.append(conn)
-        end = len(self.bcast)
-        if conn.cursor < end and conn.state in _AUDIENCE:
-            staged.append((conn.cursor, end))
-            conn.cursor = end
         return staged
 
-    def catch_up(self, conn: Connection) -> None:
-        """Stage for ``conn`` every broadcast so far (before it leaves the audience)."""
-        self._staged(conn)
-
     def unicast(self, conn: Connection, frame: bytes, frames: int = 1) -> None:
-        self._staged(conn).append(frame)
+        """A frame for one connection, after every broadcast staged so far."""
+        self._touch(conn).append((self.count, frame))
         conn.staged_bytes += len(frame)
         self.unicast_frames += frames
 
-    def broadcast(self, frame: bytes) -> None:
-        self.bcast.append(frame)
+    def outcome(self, conn: Connection, ok: bytes, ref: str | None) -> None:
+        """Stage ``ok`` for ``conn`` unless the turn's commit fails."""
+        item = Outcome(ok, ref)
+        self.outcomes.append(item)
+        self._touch(conn).append((self.count, item))
+        conn.staged_bytes += len(ok)
 
-    def skip_to_end(self, conn: Connection) -> None:
-        """A new audience member: what was broadcast before is not for it (a new
-        user finds it in its backlog), nor is its own ``join``."""
-        if conn.staged is None:
-            conn.staged = []
-            self.touched.append(conn)
-        conn.cursor = len(self.bcast)
-        conn.mark = self.presence_base + len(self.presence)
+    def broadcast(self, channel: Channel, frame: bytes, *, durable: bool = False,
+                  skip: Connection | None = None) -> None:
+        """A frame for every subscriber of ``channel`` (but ``skip``)."""
+        if not channel.frames:
+            if not channel.conns:
+                return
+            self.active.append(channel)
+        if durable:
+            self.durable.append((channel, len(channel.frames)))
+        channel.frames.append(frame)
+        channel.numbers.append(self.count)
+        if skip is not None and skip in channel.conns:
+            windows = self._windows(skip)
+            windows.setdefault(channel, [0, _NEVER])
+            skipped = windows.setdefault(None, [])
+            skipped.append(self.count)
+        self.count += 1
 
-    def public(
-        self, conn: Connection | None, frame: bytes, stored: Stored, *, key: str,
-        ref: str | None, ok: bytes | None,
-    ) -> None:
-        """Broadcast a public message and stage its requester's outcome."""
-        index = len(self.bcast)
-        if conn is not None:
-            staged = self._staged(conn)
-            echo = conn.state in _AUDIENCE
-            staged.append(Outcome(index, echo, ok, ref))
-            if echo:
-                conn.cursor = index + 1
-        self.bcast.append(frame)
-        self.urgent = True
-        self.pending.append(Pending(stored, index, ref))
-        if stored.ident is not None:
-            self.pending_ids.add((key, stored.ident))
+    def _windows(self, conn: Connection) -> dict[Any, list[int]]:
+        self._touch(conn)
+        if conn.windows is None:
+            conn.windows = {}
+        windows: dict[Any, list[int]] = conn.windows
+        return windows
 
-    def take_pending(self) -> list[Pending]:
-        pending = self.pending
-        self.pending = []
-        self.pending_ids = set()
-        return pending
+    def subscribe(self, conn: Connection, channel: Channel) -> None:
+        """From now on ``conn`` gets the channel's broadcasts (not earlier ones)."""
+        if conn in channel.conns:
+            return
+        channel.conns.add(conn)
+        window = self._windows(conn).get(channel)
+        if window is None:
+            self._windows(conn)[channel] = [self.count, _NEVER]
+        else:  # left and came back in one turn: one window, gap included
+            window[1] = _NEVER
 
-    def refuse(self, pending: Iterable[Pending], retry_after_ms: int) -> None:
-        """The store refused these messages: revoke their broadcasts."""
-        for item in pending:
-            self.bcast[item.index] = b""
-            self.failed[item.index] = encode(ProtocolError(
-                "unavailable", "the server could not store the message; retry later",
-                ref=item.ref, retry_after_ms=retry_after_ms,
-            ).to_message())
+    def unsubscribe(self, conn: Connection, channel: Channel) -> None:
+        """``conn`` gets the broadcasts staged so far, none after."""
+        if conn not in channel.conns:
+            return
+        channel.conns.discard(conn)
+        windows = self._windows(conn)
+        window = windows.get(channel)
+        if window is None:
+            windows[channel] = [0, self.count]
+        else:
+            window[1] = self.count
 
-    def release(self, audience: Iterable[Connection]) -> tuple[int, list[Connection]]:
-        """Move everything staged to the out-buffers.
+    # --- commit outcome ------------------------------------------------------
 
-        Returns the number of frames queued and the connections given output.
-        A presence-only turn's broadcasts reach the members it did not touch
-        through the presence log; a public message is queued for everyone
-        after their pending presence, which empties the log.
+    def take_durable(self) -> tuple[list[tuple[Channel, int]], list[Outcome]]:
+        durable, outcomes = self.durable, self.outcomes
+        self.durable = []
+        self.outcomes = []
+        return durable, outcomes
 
-        Call only after the turn's messages were committed (or refused).
-        """
-        bcast = self.bcast
-        count = len(bcast)
-        failed = self.failed
+    @staticmethod
+    def refuse(durable: Iterable[tuple[Channel, int]], outcomes: Iterable[Outcome]) -> None:
+        """The store refused the turn: revoke its broadcasts and answers."""
+        for channel, index in durable:
+            channel.frames[index] = b""
+        for item in outcomes:
+            item.refused = True
+
+    # --- release -------------------------------------------------------------
+
+    def release(self, retry_after_ms: int) -> tuple[int, list[Connection]]:
+        """Move everything staged to the out-buffers; call only after the
+        turn's commit (or its refusal). Returns the number of frames queued
+        and the connections given output."""
         frames = self.unicast_frames
-        blob = b""
         released = list(self.touched)
-        presence = self.presence
-        end = self.presence_base + len(presence)  # the log's end before this turn
-        logged = count > 0 and not self.urgent  # this turn's broadcasts join the log
-        if count:
-            blob = b"".join(bcast)
-            if self.urgent:
-                for conn in audience:
-                    if conn.staged is None:
-                        if presence:
-                            frames += self._push_presence(conn)
-                        conn.push(blob)
-                        released.append(conn)
-                frames += (count - len(failed)) * (len(released) - len(self.touched))
-        offsets: list[int] = []
+        active = [ch for ch in self.active if ch.frames]
+        for channel in active:
+            channel.blob = b"".join(channel.frames)
+        if len(active) == 1:
+            channel = active[0]
+            count = sum(1 for f in channel.frames if f)
+            for conn in channel.conns:
+                if conn.staged is None:
+                    conn.push(channel.blob)
+                    released.append(conn)
+                    frames += count
+        elif active:
+            frames += self._release_many(active, released)
         for conn in self.touched:
-            staged = conn.staged
-            assert staged is not None
-            conn.staged = None
-            conn.staged_bytes = 0
-            if conn.state == CLOSED:  # lost meanwhile: nobody to send to
-                conn.cursor = 0
-                conn.mark = -1
-                continue
-            if conn.mark >= 0:  # its pending presence comes first
-                frames += self._push_presence(conn)
-            if conn.state in _AUDIENCE:
-                conn.mark = end + 1 if logged else end
-            else:
-                conn.mark = -1
-            if not offsets and count:
-                offsets = [0, *itertools.accumulate(len(f) for f in bcast)]
-            parts: list[bytes] = []
-            for item in staged:
-                kind = type(item)
-                if kind is tuple:
-                    start, stop = item
-                    parts.append(blob[offsets[start]:offsets[stop]])
-                    frames += stop - start
-                elif kind is Outcome:
-                    if item.index in failed:
-                        parts.append(failed[item.index])
-                        frames += 1
-                    else:
-                        if item.echo:
-                            parts.append(bcast[item.index])
-                            frames += 1
-                        if item.ok is not None:
-                            parts.append(item.ok)
-                            frames += 1
-                else:
-                    parts.append(item)
-            if conn.cursor < count and conn.state in _AUDIENCE:
-                parts.append(blob[offsets[conn.cursor]:] if conn.cursor else blob)
-                frames += count - conn.cursor
-            conn.cursor = 0
-            _push_parts(conn, parts)
-        if logged:
-            presence.append(blob)
-            self.presence_frames.append(self.presence_frames[-1] + count)
-            self.presence_bytes.append(self.presence_bytes[-1] + len(blob))
-            self.presence_joined = None
-        elif count and presence:  # a public message took everyone's presence along
-            self._clear_presence()
-        self.bcast = []
+            frames += self._release_touched(conn, active, retry_after_ms)
+        for channel in active:
+            channel.frames = []
+            channel.numbers = []
+            channel.blob = b""
+            channel.offsets = None
+        self.active = []
         self.touched = []
-        self.failed = {}
+        self.count = 0
         self.unicast_frames = 0
-        self.urgent = False
+        self.durable = []
+        self.outcomes = []
         return frames, released
 
-    def flush_presence(self, audience: Iterable[Connection]) -> tuple[int, list[Connection]]:
-        """Queue every member's pending presence and empty the log (between
-        turns: a connection touched this turn must take its own first).
-
-        Returns the number of frames queued and the connections given them.
-        """
-        assert not self.touched
-        if not self.presence:
-            return 0, []
+    @staticmethod
+    def _release_many(active: list[Channel], released: list[Connection]) -> int:
+        """Untouched subscribers of several active channels: a blob each if they
+        are in one, a merge by number if in more."""
+        seen: dict[Connection, list[Channel]] = {}
+        for channel in active:
+            for conn in channel.conns:
+                if conn.staged is None:
+                    got = seen.get(conn)
+                    if got is None:
+                        seen[conn] = [channel]
+                    else:
+                        got.append(channel)
         frames = 0
-        given: list[Connection] = []
-        for conn in audience:
-            count = self._push_presence(conn)
-            if count:
-                frames += count
-                given.append(conn)
-        self._clear_presence()
-        return frames, given
+        for conn, channels in seen.items():
+            released.append(conn)
+            if len(channels) == 1:
+                conn.push(channels[0].blob)
+                frames += sum(1 for f in channels[0].frames if f)
+                continue
+            merged = [frame for _, frame in heapq.merge(
+                *(zip(ch.numbers, ch.frames, strict=True) for ch in channels)) if frame]
+            conn.push(b"".join(merged))
+            frames += len(merged)
+        return frames
 
-    def _push_presence(self, conn: Connection) -> int:
-        """Queue the member's pending presence: a part of ONE joined blob,
-        shared by reference; returns the number of frames."""
-        presence = self.presence
-        first = max(conn.mark - self.presence_base, 0)
-        if first >= len(presence):
+    @staticmethod
+    def _release_touched(conn: Connection, active: list[Channel], retry_after_ms: int) -> int:
+        staged = conn.staged
+        assert staged is not None
+        windows: dict[Any, list[int]] = conn.windows or {}
+        conn.staged = None
+        conn.windows = None
+        conn.staged_bytes = 0
+        if conn.state == CLOSED:  # lost meanwhile: nobody to send to
             return 0
-        joined = self.presence_joined
-        if joined is None:
-            joined = presence[0] if len(presence) == 1 else b"".join(presence)
-            self.presence_joined = joined
-        if first:
-            conn.push_from(joined, self.presence_bytes[first])
-        else:
-            conn.push(joined)
-        return self.presence_frames[-1] - self.presence_frames[first]
-
-    def _clear_presence(self) -> None:
-        """Every member had its presence: marks below the new base mean that."""
-        self.presence_base += len(self.presence)
-        self.presence = []
-        self.presence_frames = [0]
-        self.presence_bytes = [0]
-        self.presence_joined = None
+        skipped = set(windows.get(None, ()))
+        streams = []
+        for channel in active:
+            window = windows.get(channel)
+            if window is None:
+                if conn not in channel.conns:
+                    continue
+                start, stop = 0, _NEVER
+            else:
+                start, stop = window
+            streams.append([(n, f) for n, f in zip(channel.numbers, channel.frames, strict=True)
+                            if start <= n < stop and f and n not in skipped])
+        parts: list[bytes] = []
+        frames = 0
+        events = heapq.merge(*streams) if len(streams) != 1 else iter(streams[0])
+        pending = next(events, None)
+        for number, item in staged:
+            while pending is not None and pending[0] < number:
+                parts.append(pending[1])
+                frames += 1
+                pending = next(events, None)
+            if type(item) is Outcome:
+                if item.refused:
+                    parts.append(encode(ProtocolError(
+                        "unavailable", "the server could not store this; retry later",
+                        ref=item.ref, retry_after_ms=retry_after_ms,
+                    ).to_message()))
+                    frames += 1
+                elif item.ok:
+                    parts.append(item.ok)
+                    frames += 1
+            else:
+                parts.append(item)
+        while pending is not None:
+            parts.append(pending[1])
+            frames += 1
+            pending = next(events, None)
+        _push_parts(conn, parts)
+        return frames
 
 
 def _push_parts(conn: Connection, parts: list[bytes]) -> None:
-    """Queue parts, joining runs of ordinary frames into one chunk each."""
+    """Queue parts, joining runs of ordinary frames into one chunk each (asked-for
+    frames stay apart: they do not count toward max_outbuf)."""
     run: list[bytes] = []
     for part in parts:
         if isinstance(part, Asked):

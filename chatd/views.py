@@ -21,8 +21,12 @@ _COUNTERS = (
     ("frames_out", "frames out"),
     ("bytes_in", "bytes in"),
     ("bytes_out", "bytes out"),
+    ("rooms", "rooms"),
+    ("accounts", "accounts"),
+    ("tls_fingerprint", "TLS fingerprint"),
 )
-_GROUPED = {"clients", "seq", "msgs_in", "frames_out", "bytes_in", "bytes_out"}
+_GROUPED = {"clients", "seq", "msgs_in", "frames_out", "bytes_in", "bytes_out", "rooms",
+            "accounts"}
 
 
 def duration(seconds: float) -> str:
@@ -86,8 +90,9 @@ def event_line(event: Message) -> str | None:
     """One line (or block) for a watched event; None for frames not worth showing."""
     kind = event.get("type")
     when = clock(event.get("ts"))
-    if kind == "msg":
-        return (f"{when}  #{event.get('seq')} <{event.get('from')}> "
+    if kind == "msg":  # version 2 messages name their room (watchers see every room)
+        room = f"{event['room']} " if "room" in event else ""
+        return (f"{when}  {room}#{event.get('seq')} <{event.get('from')}> "
                 f"{_indented(str(event.get('text', '')))}")
     if kind == "join":
         return f"{when}  --> {event.get('name')} joined"
@@ -104,3 +109,38 @@ def online_line(status: Message) -> str:
     """The watch header: who is online when watching begins."""
     users = sorted((str(u) for u in status.get("users", [])), key=str.casefold)
     return f"online ({len(users)}): {', '.join(users) if users else '(nobody)'}"
+
+
+def account_lines(reply: Message) -> list[str]:
+    """An ``accounts`` reply: the count, then the names in the server's order."""
+    names = [str(name) for name in reply.get("accounts", [])]
+    return [f"accounts: {len(names)}", *(f"  {name}" for name in names)]
+
+
+def _one_line(text: str) -> str:
+    """A topic on one table row: its runs of white space (new lines too) as one space."""
+    return " ".join(text.split())
+
+
+def room_table(reply: Message) -> list[str]:
+    """A control ``rooms`` reply as a table: name, kind, member count, topic.
+
+    Rows keep the server's order (sorted by casefolded name). A room without a
+    topic ends at its member count, so no line has trailing spaces.
+    """
+    header = ("ROOM", "KIND", "MEMBERS", "TOPIC")
+    rows = [
+        (str(room.get("room", "")), str(room.get("kind", "")), str(room.get("members", "")),
+         _one_line(str(room.get("topic", ""))))
+        for room in reply.get("rooms", [])
+        if isinstance(room, dict)
+    ]
+    name_width = max(len(row[0]) for row in [header, *rows])
+    kind_width = max(len(row[1]) for row in [header, *rows])
+    count_width = max(len(row[2]) for row in [header, *rows])
+    lines = [
+        f"{name:<{name_width}}  {kind:<{kind_width}}  {count:>{count_width}}  {topic}".rstrip()
+        for name, kind, count, topic in [header, *rows]
+    ]
+    lines.append(f"rooms: {len(rows)}")
+    return lines

@@ -29,6 +29,15 @@ ERRORS: dict[str, bool] = {
     "no_such_user": False,
     "rate_limited": False,
     "unavailable": False,
+    # Version 2 (§17).
+    "bad_room": False,
+    "no_such_room": False,
+    "not_member": False,
+    "not_allowed": False,
+    "no_such_message": False,
+    "registration_closed": True,
+    "account_exists": True,
+    "weak_password": True,  # at login; after it (a password change) it is not
 }
 
 
@@ -48,6 +57,7 @@ class ProtocolError(Exception):
         *,
         ref: str | None = None,
         retry_after_ms: int | None = None,
+        fatal: bool | None = None,
     ) -> None:
         if code not in ERRORS:
             raise ValueError(f"unknown error code {code!r}")
@@ -56,11 +66,14 @@ class ProtocolError(Exception):
         self.message = message
         self.ref = ref
         self.retry_after_ms = retry_after_ms
+        self._fatal = fatal
         self.decoded: list[dict[str, Any]] = []
 
     @property
     def fatal(self) -> bool:
-        return ERRORS[self.code]
+        """The table's flag, unless the raiser said otherwise (``weak_password``
+        is fatal at login only; on the control socket nothing but framing is)."""
+        return ERRORS[self.code] if self._fatal is None else self._fatal
 
     def to_message(self) -> dict[str, Any]:
         """The ``error`` frame (as a message dict) that reports this error."""

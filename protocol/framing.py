@@ -4,6 +4,11 @@ Sans-I/O in the h11 manner: :func:`encode` turns a message into bytes and a
 :class:`Decoder` turns bytes, in chunks of any size, back into messages. Nothing
 here touches a socket, so the framing is fuzzed directly by hypothesis.
 
+This is the one module that knows the header's layout: code that builds frames
+from payloads it encoded itself uses :func:`frame`, and code that must find
+frame boundaries without decoding (an out-buffer's partly sent head, a load
+generator counting deliveries) uses :func:`frame_end` and :func:`whole_frames`.
+
 The decoder never trusts a length field (mosquitto's rule): a zero or oversize
 length is rejected from the 4 header bytes alone, before any payload is held.
 """
@@ -20,6 +25,7 @@ from protocol.errors import ProtocolError
 from protocol.limits import HEADER_SIZE, MAX_DEPTH
 
 Message = dict[str, Any]
+Bytes = bytes | bytearray | memoryview
 
 _header = struct.Struct(">I")
 
@@ -49,8 +55,37 @@ def encode_payload(message: Message) -> bytes:
 
 def encode(message: Message) -> bytes:
     """One complete frame for ``message``."""
-    payload = encode_payload(message)
+    return frame(encode_payload(message))
+
+
+def frame(payload: bytes) -> bytes:
+    """One complete frame around an already encoded ``payload``."""
     return _header.pack(len(payload)) + payload
+
+
+def frame_end(buf: Bytes, pos: int = 0) -> int:
+    """Where the frame whose header starts at ``pos`` ends (the header must
+    be there whole; the length is not checked: the peer wrote it, or we did)."""
+    length: int = _header.unpack_from(buf, pos)[0]
+    return pos + HEADER_SIZE + length
+
+
+def whole_frames(buf: Bytes, pos: int, stop: int) -> tuple[int, int]:
+    """How many whole frames ``buf[pos:stop]`` starts with, and where they end.
+
+    One loop over the headers only, so counting the frames of a read costs
+    little next to the read; the bytes from the returned offset to ``stop``
+    are the start of a frame not yet complete (possibly a partial header).
+    """
+    unpack = _header.unpack_from
+    count = 0
+    while stop - pos >= HEADER_SIZE:
+        end = pos + HEADER_SIZE + unpack(buf, pos)[0]
+        if end > stop:
+            break
+        pos = end
+        count += 1
+    return count, pos
 
 
 def _reject_constant(name: str) -> Any:

@@ -6,7 +6,9 @@ same constants, so a limit is written down exactly once.
 
 from __future__ import annotations
 
-PROTO_VERSION = 1
+PROTO_VERSION = 1  # Part I; a version 2 session is Part II
+PROTO_V2 = 2
+PROTO_VERSIONS = (PROTO_VERSION, PROTO_V2)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 65432
 
@@ -33,3 +35,18 @@ DEFAULT_HEARTBEAT = 30.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_BACKLOG = 50
 DEFAULT_HISTORY = 10000
+
+# Version 2 (contract §11, §12, §14, §19).
+LOBBY = "lobby"  # the room every server has; version 1 sessions live in it
+TOPIC_MAX_CHARS = 300
+QUERY_MAX_CHARS = 200
+SEARCH_LIMIT_DEFAULT = 20
+SEARCH_LIMIT_MAX = 100
+PASSWORD_MIN_CHARS = 8
+PASSWORD_MAX_CHARS = 256
+DEFAULT_MAX_ROOMS = 1000
+DEFAULT_EDIT_WINDOW = 900.0
+GUESS_FAILURES = 5  # failed password checks per name and address ...
+GUESS_WINDOW_S = 60.0  # ... within this long lock further attempts out
+TYPING_EVERY_S = 3.0  # clients send typing at most this often ...
+TYPING_SHOW_S = 6.0  # ... and show it this long

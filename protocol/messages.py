@@ -14,7 +14,7 @@ from typing import Any
 
 from protocol.errors import ProtocolError
 from protocol.framing import Message
-from protocol.limits import HISTORY_LIMIT_MAX, MAX_INT, PROTO_VERSION
+from protocol.limits import HISTORY_LIMIT_MAX, MAX_INT, PROTO_VERSION, SEARCH_LIMIT_MAX
 from protocol.values import is_valid_id
 
 # Member kinds.
@@ -47,13 +47,64 @@ CHAT_REQUESTS: Table = {
     "bye": {},
 }
 
-#: Operator to server on the control socket (§8).
+#: Members a version 2 ``hello`` checks besides those common to both versions
+#: (§12: only the members of the version asked for are type-checked).
+HELLO_V2 = {"resume": (OBJECT, False), "register": (BOOL, False), "code": (STR, False)}
+#: The ``hello`` members of both versions.
+HELLO_COMMON = {name: CHAT_REQUESTS["hello"][name]
+                for name in ("proto", "name", "token", "agent", "password")}
+
+#: Client to server, version 2 (§12-§14). ``hello`` is checked by its version.
+V2_REQUESTS: Table = {
+    "hello": {**HELLO_COMMON, **HELLO_V2},
+    "say": {"room": (STR, True), "text": (STR, True)},
+    "pm": CHAT_REQUESTS["pm"],
+    "who": {},
+    "history": {"room": (STR, True), "before": (INT, True), "limit": (INT, False)},
+    "ping": CHAT_REQUESTS["ping"],
+    "pong": CHAT_REQUESTS["pong"],
+    "bye": {},
+    "join": {"room": (STR, True), "private": (BOOL, False), "since": (INT, False)},
+    "part": {"room": (STR, True)},
+    "rooms": {},
+    "members": {"room": (STR, True)},
+    "topic": {"room": (STR, True), "topic": (STR, True)},
+    "invite": {"room": (STR, True), "name": (STR, True)},
+    "kick": {"room": (STR, True), "name": (STR, True), "reason": (STR, False),
+             "ban": (BOOL, False)},
+    "unban": {"room": (STR, True), "name": (STR, True)},
+    "op": {"room": (STR, True), "name": (STR, True), "op": (BOOL, True)},
+    "dm": {"to": (STR, True)},
+    "edit": {"room": (STR, True), "seq": (INT, True), "text": (STR, True)},
+    "delete": {"room": (STR, True), "seq": (INT, True)},
+    "typing": {"room": (STR, True)},
+    "mark": {"room": (STR, True), "seq": (INT, True)},
+    "search": {"query": (STR, True), "room": (STR, False), "limit": (INT, False),
+               "before": (INT, False)},
+    # A missing ``new`` is weak_password, not bad_request (§17).
+    "password": {"old": (STR, True), "new": (ANY, False)},
+}
+
+#: Operator to server on the control socket (§8, §18). ``kick`` with a
+#: ``room`` is a room kick; without, the version 1 kick of a session.
 CONTROL_REQUESTS: Table = {
     "status": {},
-    "kick": {"name": (STR, True), "reason": (STR, False)},
-    "announce": {"text": (STR, True)},
+    "kick": {"name": (STR, True), "reason": (STR, False), "room": (STR, False),
+             "ban": (BOOL, False)},
+    "announce": {"text": (STR, True), "room": (STR, False)},
     "watch": {},
     "shutdown": {},
+    # A missing ``password`` is weak_password, not bad_request (§17).
+    "account_add": {"name": (STR, True), "password": (ANY, False)},
+    "account_remove": {"name": (STR, True)},
+    "account_password": {"name": (STR, True), "password": (ANY, False)},
+    "accounts": {},
+    "rooms": {},
+    "room_add": {"room": (STR, True), "private": (BOOL, False)},
+    "room_remove": {"room": (STR, True)},
+    "topic": V2_REQUESTS["topic"],
+    "unban": V2_REQUESTS["unban"],
+    "op": V2_REQUESTS["op"],
 }
 
 _MSG_MEMBERS = {
@@ -155,14 +206,26 @@ def validate(message: Message, table: Table) -> str | None:
             raise ProtocolError(
                 "bad_request", f"{kind}.{member} must be {article} {member_kind}", ref=ref
             )
-    if kind == "history" and table is CHAT_REQUESTS:
-        if message["before"] < 1:
-            raise ProtocolError("bad_request", "history.before must be at least 1", ref=ref)
-        if not 1 <= message.get("limit", 1) <= HISTORY_LIMIT_MAX:
-            raise ProtocolError(
-                "bad_request", f"history.limit must be 1 to {HISTORY_LIMIT_MAX}", ref=ref
-            )
+    if kind == "history" and table is not CONTROL_REQUESTS:
+        _at_least_one(message, "history", "before", ref)
+        _limit(message, "history", HISTORY_LIMIT_MAX, ref)
+    elif kind == "search" and table is V2_REQUESTS:
+        _limit(message, "search", SEARCH_LIMIT_MAX, ref)
+        if "before" in message:
+            if "room" not in message:
+                raise ProtocolError("bad_request", "search.before needs search.room", ref=ref)
+            _at_least_one(message, "search", "before", ref)
     return ref
+
+
+def _at_least_one(message: Message, kind: str, member: str, ref: str | None) -> None:
+    if message[member] < 1:
+        raise ProtocolError("bad_request", f"{kind}.{member} must be at least 1", ref=ref)
+
+
+def _limit(message: Message, kind: str, most: int, ref: str | None) -> None:
+    if not 1 <= message.get("limit", 1) <= most:
+        raise ProtocolError("bad_request", f"{kind}.limit must be 1 to {most}", ref=ref)
 
 
 # --- builders for what the server sends (§5); one place for member names ---
@@ -263,3 +326,59 @@ LEAVE_REASONS = frozenset(
     {"quit", "timeout", "error", "kicked", "slow_consumer", "shutdown", "lost"}
 )
 BYE_REASONS = frozenset({"quit", "shutdown", "kicked", "replaced"})
+
+
+# --- version 2 builders (§12-§16) ---------------------------------------------
+
+
+def room_event(kind: str, room: str, ts: int, **members: Any) -> Message:
+    """A room event (``join``, ``part``, ``topic``, ``role``, ``edited``,
+    ``deleted``, ``invited``): ``type``, ``room``, the members given (None
+    values are left out: optional members are absent, never null), ``ts``."""
+    out: Message = {"type": kind, "room": room}
+    out.update((key, value) for key, value in members.items() if value is not None)
+    out["ts"] = ts
+    return out
+
+
+def entry(seq: int, ts: int, sender: str, text: str, *, ident: str | None = None,
+          edited: int | None = None, deleted: bool = False, room: str | None = None,
+          v1: bool = False, with_id: bool = False) -> Message:
+    """One message as ``msg`` (without ``type``) in either version's shape.
+
+    Version 2 (§14): a tombstone has ``deleted`` and neither ``text`` nor ``id``;
+    version 1 (§10): a tombstone has ``text`` "" and ``deleted``. ``with_id``
+    keeps the id of a tombstone (the idempotent resend to its author).
+    """
+    out: Message = {} if room is None else {"room": room}
+    out["seq"] = seq
+    out["ts"] = ts
+    out["from"] = sender
+    if deleted:
+        if v1:
+            out["text"] = ""
+        out["deleted"] = True
+        if with_id and ident is not None:
+            out["id"] = ident
+        return out
+    out["text"] = text
+    if ident is not None:
+        out["id"] = ident
+    if edited is not None:
+        out["edited"] = edited
+    return out
+
+
+def presence(name: str, online: bool, ts: int, reason: str | None = None) -> Message:
+    out: Message = {"type": "presence", "name": name, "online": online, "ts": ts}
+    if reason is not None:
+        out["reason"] = reason
+    return out
+
+
+def with_ref(message: Message, ref: str | None) -> Message:
+    """``message`` with ``ref`` set when the request had an ``id``."""
+    return _with_ref(message, ref)
+
+
+PART_REASONS = frozenset({"part", "kicked", "banned", "removed"})

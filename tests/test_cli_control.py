@@ -1,8 +1,10 @@
-"""Operator commands through the CLI against a real server: kick, announce, watch;
-systemd notification from `chatd run`; settings precedence end to end."""
+"""Operator commands through the CLI against a real server: kick, announce, watch,
+accounts and rooms (contract §18); systemd notification from `chatd run`;
+settings precedence end to end."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -22,10 +24,17 @@ CLI_TIMEOUT = 30.0
 TIME = r"\d\d:\d\d:\d\d  "
 
 
-def chatd(*args: str) -> subprocess.CompletedProcess[str]:
+def chatd(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``chatd ARGS`` in a child process; ``stdin`` is piped in (else it is empty)."""
     return subprocess.run([sys.executable, "-m", "chatd", *args], capture_output=True,
-                          text=True, timeout=CLI_TIMEOUT, check=False,
-                          stdin=subprocess.DEVNULL)
+                          text=True, timeout=CLI_TIMEOUT, check=False, input=stdin,
+                          stdin=subprocess.DEVNULL if stdin is None else None)
+
+
+def refused(result: subprocess.CompletedProcess[str], code: str) -> bool:
+    """Whether a command failed with exit 1 and the server's ``code``, in one line."""
+    return (result.returncode == 1 and f": {code}: " in result.stderr
+            and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr)
 
 
 class Lines:
@@ -93,8 +102,8 @@ def test_kick_announce_and_watch(tmp_path: Path) -> None:
 
             expected = [
                 TIME + r"--> alice joined",
-                TIME + r"#1 <alice> hi",
-                TIME + r"#2 <server> hello all",
+                TIME + r"lobby #1 <alice> hi",  # watchers get version 2 messages (§10)
+                TIME + r"lobby #2 <server> hello all",
                 TIME + r"<-- alice left \(kicked\)",
             ]
             for pattern in expected:
@@ -198,3 +207,88 @@ def test_output_nobody_can_take_is_no_traceback(server: ServerProcess) -> None:
     assert failed.returncode == 1
     assert failed.stderr.startswith("chatd status: ") and failed.stderr.count("\n") == 1
     assert "No space left on device" in failed.stderr
+
+
+def test_accounts_end_to_end(server: ServerProcess) -> None:
+    where = ("--data-dir", str(server.data_dir))
+    assert chatd("account", "list", *where).stdout == "accounts: 0\n"
+    add = chatd("account", "add", "Bob", *where, stdin="horse battery staple\n")
+    assert (add.returncode, add.stdout, add.stderr) == (0, "account Bob added\n", "")
+    assert refused(chatd("account", "add", "BOB", *where, stdin="another password\n"),
+                   "account_exists")
+    assert refused(chatd("account", "add", "two words", *where, stdin="long enough pw\n"),
+                   "bad_name")
+    assert refused(chatd("account", "add", "carol", *where, stdin="short\n"), "weak_password")
+    no_password = chatd("account", "add", "carol", *where)
+    assert no_password.returncode == 2 and "stdin is empty" in no_password.stderr
+    assert chatd("account", "list", *where).stdout == "accounts: 1\n  Bob\n"
+    status = json.loads(chatd("status", "--json", *where).stdout)
+    assert status["accounts"] == 1
+
+    with server.client() as bob:
+        bob.send({"type": "hello", "proto": 2, "name": "bob",
+                  "password": "horse battery staple"})
+        assert bob.expect("welcome", account=True)["name"] == "Bob"
+        passwd = chatd("account", "passwd", "bob", *where, stdin="a new password\n")
+        assert (passwd.returncode, passwd.stdout) == (0, "password of bob changed\n")
+        with server.client() as old:
+            old.send({"type": "hello", "proto": 2, "name": "bob",
+                      "password": "horse battery staple"})
+            assert old.expect("error")["code"] == "auth_failed"
+        remove = chatd("account", "remove", "BOB", *where)
+        assert (remove.returncode, remove.stdout) == (0, "account BOB removed\n")
+        closing = bob.wait_closed()
+        assert {"type": "bye", "reason": "kicked"}.items() <= closing[-1].items()
+    assert refused(chatd("account", "remove", "bob", *where), "no_such_user")
+    assert refused(chatd("account", "passwd", "bob", *where, stdin="a new password\n"),
+                   "no_such_user")
+    assert chatd("account", "list", *where).stdout == "accounts: 0\n"
+
+
+def test_rooms_and_announcements_end_to_end(server: ServerProcess) -> None:
+    where = ("--data-dir", str(server.data_dir))
+    listing = chatd("room", "list", *where)
+    assert listing.returncode == 0
+    assert listing.stdout.splitlines()[1].split()[:2] == ["lobby", "public"]
+    assert (chatd("room", "add", "Dev", *where).stdout,
+            chatd("room", "add", "staff", "--private", *where).stdout) == (
+        "room Dev added\n", "room staff added (private)\n")
+    assert refused(chatd("room", "add", "DEV", *where), "not_allowed")
+    assert refused(chatd("room", "add", "@a@b", *where), "not_allowed")
+    assert refused(chatd("room", "add", "two words", *where), "bad_room")
+    rows = [line.split()[:3] for line in chatd("room", "list", *where).stdout.splitlines()]
+    assert rows == [["ROOM", "KIND", "MEMBERS"], ["Dev", "public", "0"],
+                    ["lobby", "public", "0"], ["staff", "private", "0"], ["rooms:", "3"]]
+    assert json.loads(chatd("status", "--json", *where).stdout)["rooms"] == 3
+
+    with server.client() as alice:
+        alice.send({"type": "hello", "proto": 2, "name": "alice"})
+        alice.expect("welcome")
+        alice.send({"type": "join", "room": "dev", "id": "j"})
+        alice.expect("joined", room="Dev")
+        announce = chatd("announce", "--room", "DEV", "build", "is", "green", *where)
+        assert (announce.returncode, announce.stdout) == (0, "announced in DEV\n")
+        said = alice.expect("msg", room="Dev", seq=1, text="build is green")
+        assert said["from"] == "server"
+        assert refused(chatd("announce", "--room", "nowhere", "hi", *where), "no_such_room")
+        assert refused(chatd("announce", "--room", "a b", "hi", *where), "bad_room")
+        remove = chatd("room", "remove", "dev", *where)
+        assert (remove.returncode, remove.stdout) == (0, "room dev removed\n")
+        alice.expect("part", room="Dev", name="alice", reason="removed")
+    assert refused(chatd("room", "remove", "lobby", *where), "not_allowed")
+    assert refused(chatd("room", "remove", "dev", *where), "no_such_room")
+    assert json.loads(chatd("status", "--json", *where).stdout)["rooms"] == 2
+
+
+def test_v2_settings_reach_the_server(tmp_path: Path) -> None:
+    """Flags other tools start the server with: guests off, open registration."""
+    with running_server(tmp_path, "--guests", "false", "--registration", "open",
+                        "--default-rooms", "lobby,Welcome") as server:
+        with server.client() as guest:
+            guest.send({"type": "hello", "proto": 2, "name": "guest"})
+            assert guest.expect("error")["code"] == "auth_failed"
+        with server.client() as dana:
+            dana.send({"type": "hello", "proto": 2, "name": "dana", "register": True,
+                       "password": "long enough pw"})
+            welcome = dana.expect("welcome", account=True)
+            assert [room["room"] for room in welcome["rooms"]] == ["lobby", "Welcome"]

@@ -40,6 +40,18 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         ["start", "--timeout", "0"],
         ["stop", "--timeout", "soon"],
         ["stop", "--timeout", "1e300"],  # would overflow select()
+        ["account"],
+        ["account", "rename", "bob"],
+        ["account", "add"],
+        ["account", "add", "bob", "s3cret-password"],  # a password is never an argument
+        ["account", "passwd", "bob", "--password", "x"],
+        ["account", "list", "extra"],
+        ["room"],
+        ["room", "add"],
+        ["room", "add", "dev", "--private", "yes"],
+        ["room", "remove"],
+        ["announce", "--room"],
+        ["announce", "--room", "dev"],
     ],
 )
 def test_usage_errors_exit_2_with_one_line(
@@ -63,6 +75,13 @@ def test_usage_errors_exit_2_with_one_line(
         (["status"], {"CHATD_LOG_LEVEL": "loud"}, "CHATD_LOG_LEVEL"),
         (["run", "--config", "/nonexistent/chatd.toml"], {}, "cannot read config file"),
         (["run"], {"CHATD_CONFIG": "/nonexistent/chatd.toml"}, "cannot read config file"),
+        (["run", "--guests", "maybe"], {}, "--guests: bad guests 'maybe': must be true or false"),
+        (["run", "--registration", "code"], {}, "give --join-code"),
+        (["run", "--default-rooms", "lobby,@a@b"], {}, "'@a@b' is not a room name"),
+        (["start"], {"CHATD_ROOM_CREATION": "admins"}, "CHATD_ROOM_CREATION"),
+        (["run", "--max-rooms", "0"], {}, "--max-rooms"),
+        (["run", "--hash-workers", "-1"], {}, "--hash-workers"),
+        (["run", "--edit-window", "-5"], {}, "--edit-window"),
     ],
 )
 def test_bad_setting_exits_2_with_one_line(
@@ -98,7 +117,11 @@ def test_bad_value_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["status"], ["status", "--json"], ["stop"], ["kick", "bob"], ["announce", "hi"], ["watch"]],
+    [["status"], ["status", "--json"], ["stop"], ["kick", "bob"], ["announce", "hi"], ["watch"],
+     ["account", "list"], ["account", "remove", "bob"], ["room", "list"],
+     ["room", "add", "dev"], ["room", "remove", "dev"], ["announce", "--room", "dev", "hi"],
+     # The server is looked for before a password is asked or read.
+     ["account", "add", "bob"], ["account", "passwd", "bob"]],
 )
 def test_commands_without_a_server_exit_1_with_one_line(
     argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -155,3 +178,24 @@ def test_bench_forwards_every_argument(monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["bench", "--clients", "10", "-h", "--port", "x"]) == 3
     assert main(["bench"]) == 3
     assert seen == [["--clients", "10", "-h", "--port", "x"], []]
+
+
+def test_run_help_documents_every_version_2_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    entries = [("--guests true|false", "(default: true)"),
+               ("--registration closed|open|code", "(default: closed)"),
+               ("--join-code TEXT", "--registration code"),
+               ("--room-creation everyone|accounts|operators", "(default: everyone)"),
+               ("--edit-window S", "(0 = no limit) (default: 900.0)"),
+               ("--default-rooms NAME[,NAME...]", "(default: lobby)"),
+               ("--max-rooms N", "(default: 1000)"),
+               ("--hash-workers N", "(default: 1)"),
+               ("exit status:", "")]
+    # Each help entry (after the usage line) runs until the next one.
+    starts = [text.rindex(flag) for flag, _ in entries]
+    assert starts == sorted(starts)
+    for (flag, shown), start, end in zip(entries, starts, starts[1:], strict=False):
+        assert shown in text[start:end], flag

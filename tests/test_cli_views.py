@@ -45,6 +45,8 @@ def test_event_lines() -> None:
     hhmmss = datetime.datetime.fromtimestamp(ts / 1000).strftime("%H:%M:%S")
     say = {"type": "msg", "seq": 7, "ts": ts, "from": "Alice", "text": "hi\nthere"}
     assert views.event_line(say) == f"{hhmmss}  #7 <Alice> hi\n{' ' * 11}there"
+    in_room = {"type": "msg", "room": "Dev", "seq": 3, "ts": ts, "from": "bob", "text": "ok"}
+    assert views.event_line(in_room) == f"{hhmmss}  Dev #3 <bob> ok"
     join = {"type": "join", "name": "bob", "ts": ts}
     assert views.event_line(join) == f"{hhmmss}  --> bob joined"
     leave = {"type": "leave", "name": "bob", "ts": ts, "reason": "kicked"}
@@ -52,3 +54,44 @@ def test_event_lines() -> None:
     assert views.event_line({"type": "pong", "t": 1}) is None
     assert views.online_line({"users": ["b", "A"]}) == "online (2): A, b"
     assert views.online_line({"users": []}) == "online (0): (nobody)"
+
+
+def test_status_table_shows_version_2_counts_and_fingerprint() -> None:
+    fingerprint = "ab" * 32
+    lines = views.status_table(_status(rooms=1234, accounts=7, tls_fingerprint=fingerprint,
+                                       port=7000))
+    labels = [line.split("  ")[0].strip() for line in lines[:lines.index("")]]
+    # The known members in the contract's order, then the ones beyond it.
+    assert labels[-4:] == ["rooms", "accounts", "TLS fingerprint", "port"]
+    assert "rooms            1,234" in lines
+    assert "accounts         7" in lines
+    assert f"TLS fingerprint  {fingerprint}" in lines
+
+
+def test_account_lines() -> None:
+    reply = {"type": "accounts", "ref": "c1", "accounts": ["alice", "Bob", "İnci"]}
+    assert views.account_lines(reply) == ["accounts: 3", "  alice", "  Bob", "  İnci"]
+    assert views.account_lines({"type": "accounts", "accounts": []}) == ["accounts: 0"]
+
+
+def test_room_table_aligns_columns_and_keeps_the_servers_order() -> None:
+    reply = {"type": "rooms", "rooms": [
+        {"room": "@alice@bob", "kind": "dm", "topic": "", "members": 2, "member": False,
+         "invited": False},
+        {"room": "Dev", "kind": "private", "topic": "build\nand  ship", "members": 12,
+         "member": False, "invited": False},
+        {"room": "lobby", "kind": "public", "topic": "welcome", "members": 3,
+         "member": False, "invited": False},
+    ]}
+    assert views.room_table(reply) == [
+        "ROOM        KIND     MEMBERS  TOPIC",
+        "@alice@bob  dm             2",
+        "Dev         private       12  build and ship",
+        "lobby       public         3  welcome",
+        "rooms: 3",
+    ]
+
+
+def test_room_table_with_no_rooms() -> None:
+    assert views.room_table({"type": "rooms", "rooms": []}) == [
+        "ROOM  KIND  MEMBERS  TOPIC", "rooms: 0"]

@@ -251,7 +251,7 @@ HELLO_BAD_MEMBERS = [  # bad_request is checked before unsupported_proto (§3.2)
     {"proto": True},
     {"proto": -1},
     {"proto": 2**53},
-    {"proto": 2, "since": -5},
+    {"proto": 1, "since": -5},
     {"proto": 1.0},
     {"proto": "1"},
     {"proto": None},

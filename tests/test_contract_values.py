@@ -208,11 +208,11 @@ def test_hello_check_order(tmp_path: Path) -> None:
         with srv.login("Taken", password="pw") as taken:
             taken.barrier()
             cases: list[tuple[dict[str, object], str]] = [
-                ({"proto": 2, "name": "server"}, "unsupported_proto"),
-                ({"proto": 2, "name": 5}, "bad_request"),
+                ({"proto": 3, "name": "server"}, "unsupported_proto"),
+                ({"proto": 3, "name": 5}, "bad_request"),
                 ({"name": "x"}, "bad_request"),
                 ({"proto": 1}, "bad_request"),
-                ({"proto": 2, "name": "x", "since": "0"}, "bad_request"),
+                ({"proto": 1, "name": "x", "since": "0"}, "bad_request"),
                 ({"proto": 1, "name": "x", "password": 7}, "bad_request"),
                 ({"proto": 0, "name": "Taken"}, "unsupported_proto"),
                 ({"proto": 1, "name": "a b", "password": "no"}, "bad_name"),

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol import Decoder, ProtocolError, decode_payload, encode
+from protocol.framing import frame, frame_end, whole_frames
 from protocol.limits import CLIENT_MAX_FRAME, HEADER_SIZE, LOGIN_MAX_FRAME
 from tests.protocol_strategies import cuts, messages, split
 
@@ -203,6 +204,29 @@ def test_surrogates_in_echoed_values_are_escaped_and_survive() -> None:
 
 def test_encoder_is_compact_utf8() -> None:
     assert encode({"type": "say", "text": "é"}) == header(26) + '{"type":"say","text":"é"}'.encode()
+
+
+@given(st.binary(min_size=1, max_size=300))
+def test_frame_puts_the_big_endian_length_before_the_payload(payload: bytes) -> None:
+    assert frame(payload) == header(len(payload)) + payload
+    assert frame_end(frame(payload)) == HEADER_SIZE + len(payload)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=70), max_size=6), st.data())
+def test_whole_frames_finds_exactly_the_complete_frames(
+    payloads: list[bytes], data: st.DataObject
+) -> None:
+    stream = b"".join(frame(p) for p in payloads)
+    ends = [sum(HEADER_SIZE + len(p) for p in payloads[: i + 1]) for i in range(len(payloads))]
+    stop = data.draw(st.integers(0, len(stream)), label="stop")
+    complete = [end for end in ends if end <= stop]
+    assert whole_frames(stream, 0, stop) == (len(complete), complete[-1] if complete else 0)
+    # From any frame boundary, and where the next frame ends.
+    start = data.draw(st.sampled_from([0, *complete]), label="start")
+    count, pos = whole_frames(stream, start, stop)
+    assert count == sum(1 for end in complete if end > start) and pos == (complete or [0])[-1]
+    if pos < len(stream):
+        assert frame_end(stream, pos) == ends[len(complete)]
 
 
 def test_max_frame_must_be_positive() -> None:

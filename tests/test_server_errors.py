@@ -117,8 +117,8 @@ def test_not_logged_in(server: ServerProcess) -> None:
         ({"proto": 1, "name": "a", "since": -1}, "bad_request"),
         ({"proto": 1, "name": "a", "token": None}, "bad_request"),
         ({"proto": 1, "name": "a", "id": ""}, "bad_request"),
-        ({"proto": 2, "name": "a"}, "unsupported_proto"),
-        ({"proto": 2, "name": "bad name"}, "unsupported_proto"),  # proto first
+        ({"proto": 3, "name": "a"}, "unsupported_proto"),
+        ({"proto": 3, "name": "bad name"}, "unsupported_proto"),  # proto first
         ({"proto": 1, "name": "bad name"}, "bad_name"),
         ({"proto": 1, "name": ""}, "bad_name"),
         ({"proto": 1, "name": "x" * 33}, "bad_name"),

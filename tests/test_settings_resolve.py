@@ -14,6 +14,7 @@ from chatd.settings import (
     SettingError,
     Settings,
     resolve,
+    text_of,
 )
 from protocol import limits
 
@@ -39,6 +40,18 @@ def test_defaults_are_the_contract_defaults() -> None:
     assert settings.log_path.parent == settings.data_dir
 
 
+def test_version_2_defaults_are_the_contract_defaults() -> None:
+    settings = resolve({}, environ={})
+    assert settings.guests is True
+    assert settings.registration == "closed"
+    assert settings.join_code is None
+    assert settings.room_creation == "everyone"
+    assert settings.edit_window == 900.0
+    assert settings.default_rooms == ("lobby",)
+    assert settings.max_rooms == 1000
+    assert settings.hash_workers == 1
+
+
 def test_every_setting_is_a_field_and_its_default_parses_back() -> None:
     fields = {f.name for f in dataclasses.fields(Settings)}
     assert {s.name for s in SETTINGS} == fields
@@ -46,7 +59,7 @@ def test_every_setting_is_a_field_and_its_default_parses_back() -> None:
     for setting in SETTINGS:
         value = getattr(defaults, setting.name)
         if value is not None:
-            assert setting.parse(str(value)) == value, setting.name
+            assert setting.parse(text_of(value)) == value, setting.name
 
 
 @pytest.mark.parametrize(
@@ -140,6 +153,23 @@ def test_log_level_is_case_insensitive() -> None:
         ("sync", "off"),
         ("log_level", "chatty"),
         ("data_dir", ""),
+        ("guests", "yes"),
+        ("guests", "1"),
+        ("registration", "Open"),
+        ("registration", "invite"),
+        ("join_code", ""),
+        ("room_creation", "nobody"),
+        ("edit_window", "-1"),
+        ("edit_window", str(MAX_SECONDS + 1)),
+        ("default_rooms", ""),
+        ("default_rooms", "lobby,"),
+        ("default_rooms", "@alice@bob"),  # a dm room is nobody's default
+        ("default_rooms", "two words"),
+        ("default_rooms", "x" * 33),
+        ("default_rooms", "lobby,dev,LOBBY"),
+        ("max_rooms", "0"),
+        ("hash_workers", "0"),
+        ("hash_workers", "two"),
     ],
 )
 def test_bad_value_is_a_one_line_error_naming_the_setting(name: str, bad: str) -> None:
@@ -163,6 +193,13 @@ def test_bad_value_is_a_one_line_error_naming_the_setting(name: str, bad: str) -
         ("host = [1, 2]\n", "not a string or number"),
         ("[server]\nport = 1\n", "unknown setting 'server'"),
         ("port = 7000.0\n", "must be an integer"),
+        ("max_rooms = true\n", "not a string or number"),  # booleans only for guests
+        ("guests = 1\n", "must be true or false"),
+        ("guests = [true]\n", "not a string or number"),
+        ("default_rooms = [\"lobby\", 3]\n", "must be an array of strings"),
+        ("default_rooms = []\n", "must name at least one room"),
+        ("default_rooms = [\"dev\", \"DEV\"]\n", "'DEV' is named twice"),
+        ("default_rooms = [\"a,b\"]\n", "is not a room name"),
     ],
 )
 def test_bad_config_file_is_a_one_line_error(tmp_path: Path, text: str, fragment: str) -> None:
@@ -179,3 +216,61 @@ def test_missing_or_undecodable_config_file(tmp_path: Path) -> None:
     binary.write_bytes(b"port = \xff\n")
     with pytest.raises(SettingError, match="not valid TOML"):
         resolve({}, environ={}, config_file=binary)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("true", True), ("false", False), ("TRUE", True), ("False", False)],
+)
+def test_guests_flag_takes_true_or_false(text: str, expected: bool) -> None:
+    assert resolve({"guests": text}, environ={}).guests is expected
+    assert resolve({}, environ={"CHATD_GUESTS": text}).guests is expected
+
+
+@pytest.mark.parametrize(("toml", "expected"), [("true", True), ("false", False),
+                                                ('"false"', False)])
+def test_guests_in_toml_is_a_real_boolean_or_its_word(
+    tmp_path: Path, toml: str, expected: bool
+) -> None:
+    settings = resolve({}, environ={}, config_file=_config(tmp_path, f"guests = {toml}\n"))
+    assert settings.guests is expected
+
+
+def test_choices_edit_window_and_counts() -> None:
+    settings = resolve({"registration": "open", "room_creation": "operators",
+                        "edit_window": "0", "max_rooms": "1", "hash_workers": "4"}, environ={})
+    assert (settings.registration, settings.room_creation) == ("open", "operators")
+    assert (settings.edit_window, settings.max_rooms, settings.hash_workers) == (0.0, 1, 4)
+
+
+def test_default_rooms_from_a_flag_env_or_toml(tmp_path: Path) -> None:
+    assert resolve({"default_rooms": "lobby, Dev,server"}, environ={}).default_rooms == (
+        "lobby", "Dev", "server")  # 'server' is reserved for users only
+    env = {"CHATD_DEFAULT_ROOMS": "general"}
+    assert resolve({}, environ=env).default_rooms == ("general",)
+    config = _config(tmp_path, 'default-rooms = ["lobby", "Café"]\n')
+    assert resolve({}, environ={}, config_file=config).default_rooms == ("lobby", "Café")
+    assert resolve({}, environ={}, config_file=_config(tmp_path, 'default_rooms = "a,b"\n')
+                   ).default_rooms == ("a", "b")
+
+
+def test_default_rooms_are_kept_in_nfc_and_compared_by_casefold() -> None:
+    decomposed = "Cafe\u0301"
+    assert resolve({"default_rooms": decomposed}, environ={}).default_rooms == ("Caf\u00e9",)
+    with pytest.raises(SettingError, match="named twice"):
+        resolve({"default_rooms": f"caf\u00e9,{decomposed.upper()}"}, environ={})
+    with pytest.raises(SettingError, match="named twice"):
+        resolve({"default_rooms": "Stra\u00dfe,STRASSE"}, environ={})  # casefold, not lower
+
+
+def test_registration_code_needs_a_join_code(tmp_path: Path) -> None:
+    with pytest.raises(SettingError) as info:
+        resolve({"registration": "code"}, environ={})
+    assert "--join-code" in str(info.value) and "\n" not in str(info.value)
+    settings = resolve({"registration": "code"}, environ={"CHATD_JOIN_CODE": "s3cret"})
+    assert (settings.registration, settings.join_code) == ("code", "s3cret")
+    config = _config(tmp_path, 'registration = "code"\njoin_code = "x y"\n')
+    assert resolve({}, environ={}, config_file=config).join_code == "x y"
+    # A join code without code registration is kept (and unused): no error.
+    assert resolve({"join_code": "spare"}, environ={}).registration == "closed"
+
