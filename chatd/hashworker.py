@@ -205,8 +205,7 @@ class _Child:
 
     def stop(self) -> None:
         """Kill it and close the pipes; it is reaped by :meth:`reaped`."""
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
+        self.proc.kill()
         self._close_pipes()
 
     def reaped(self) -> bool:
@@ -215,8 +214,7 @@ class _Child:
     def shut(self) -> None:
         """Close its stdin (it exits after its job), stop it, and reap it."""
         self._close_pipes()
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.terminate()
+        self.proc.terminate()
         self.proc.wait()
 
     def _close_pipes(self) -> None:
@@ -228,7 +226,8 @@ class _Child:
 class HashWorker:
     """A :class:`Hasher` whose hashes run in ``processes`` worker processes.
 
-    Every method returns at once (a replaced worker costs one ``fork``/``exec``);
+    Every method but :meth:`close` returns at once (a replaced worker costs one
+    ``fork``/``exec``);
     the loop registers :meth:`fileno` for reading and calls :meth:`results`
     when it is readable.
     """
@@ -297,15 +296,14 @@ class HashWorker:
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def _start(self, slot: int) -> _Child | None:
+    def _start(self, slot: int) -> None:
         try:
             child = _Child()
         except OSError as exc:
             log.error("cannot start a password hash worker: %s", exc)
-            return None
+            return
         self._sel.register(child.stdout, selectors.EVENT_READ, child)
         self._slots[slot] = child
-        return child
 
     def _lost(self, child: _Child) -> list[tuple[int, Result]]:
         """A worker died: fail its jobs; its slot is refilled when needed."""
@@ -318,13 +316,16 @@ class HashWorker:
 
     def _dispatch(self) -> None:
         """Send queued jobs to the workers with room, least loaded first."""
+        if not self._queue:
+            return
+        children = self._live()
+        if not children:  # no worker will start: answer instead of hanging
+            self._failed += [(job, None) for job, _ in self._queue]
+            self._queue.clear()
+            self._wake()
+            return
         while self._queue:
-            child = max(self._live(), key=_Child.room, default=None)
-            if child is None:  # no worker will start: answer instead of hanging
-                self._failed += [(job, None) for job, _ in self._queue]
-                self._queue.clear()
-                self._wake()
-                return
+            child = max(children, key=_Child.room)
             if child.room() <= 0:
                 return
             child.send(*self._queue.popleft())

@@ -61,7 +61,7 @@ def test_kick_announce_watch(tmp_path: Path) -> None:
             msg = bob.expect("msg")
             assert msg["from"] == "server" and msg["text"] == "hello"
             assert isinstance(msg["seq"], int) and isinstance(msg["ts"], int)
-            assert watcher.expect("msg") == msg
+            assert watcher.expect("msg") == {**msg, "room": "lobby"}  # v2 shape (§10)
             bob.send({"type": "history", "before": msg["seq"] + 1})
             assert bob.expect("history")["msgs"] == [{k: v for k, v in msg.items()
                                                      if k != "type"}]

@@ -98,5 +98,5 @@ def test_staging_keeps_the_global_order(
                 assert frame["type"] == {"ping": "pong", "who": "users", "pm": "pm"}[kind]
         seqs = [f["seq"] for f in got[i] if f["type"] == "msg"]
         assert seqs == list(range(1, len(accepted) + 1))
-    assert h.core.seq == len(accepted)
+    assert h.core.lobby.seq == len(accepted)
     assert [s.seq for s in h.history.after(0)] == list(range(1, len(accepted) + 1))

@@ -3,6 +3,7 @@ commit and its failure, timers, takeover, rate limits."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,27 +11,36 @@ import pytest
 
 from chatd.connection import CHAT, CLOSING, CONTROL, Connection
 from chatd.core import Core
-from chatd.history import MemoryHistory, Stored, StoreError
+from chatd.hashworker import InlineHasher
+from chatd.records import AddMessage, Op
 from chatd.settings import Settings
+from chatd.store import StoreError
+from chatd.store_sqlite import SqliteStore
 from protocol import Decoder, encode
 from protocol.limits import CLIENT_MAX_FRAME
 
 Message = dict[str, Any]
 
 
-class FlakyHistory(MemoryHistory):
-    """MemoryHistory whose append fails while ``failing`` is set."""
+class FlakyStore(SqliteStore):
+    """An in-memory store whose commit fails while ``failing`` is set."""
 
     def __init__(self, retain: int) -> None:
         self.failing = False
-        self.batches: list[list[int]] = []
-        super().__init__(retain)
+        self.batches: list[list[int]] = []  # seqs of each commit's messages
+        super().__init__(":memory:", retain=retain)
 
-    def append(self, batch: list[Stored]) -> None:
+    def commit(self, ops: Sequence[Op]) -> None:
         if self.failing:
             raise StoreError("disk full")
-        self.batches.append([stored.seq for stored in batch])
-        super().append(batch)
+        super().commit(ops)
+        seqs = [op.msg.seq for op in ops if isinstance(op, AddMessage)]
+        if seqs:
+            self.batches.append(seqs)
+
+    def after(self, since: int) -> Iterator[Any]:
+        """The lobby's messages after ``since``."""
+        return self.log("lobby").after(since)
 
 
 class Harness:
@@ -40,9 +50,10 @@ class Harness:
         values: dict[str, Any] = {"data_dir": tmp_path, "rate": 0.0, "heartbeat": 10.0}
         values.update(overrides)
         self.settings = Settings(**values)
-        self.history = FlakyHistory(self.settings.history)
+        self.history = FlakyStore(self.settings.history)
+        self.hasher = InlineHasher()
         self.now = 0.0
-        self.core = Core(self.settings, self.history, self.now, 1_000)
+        self.core = Core(self.settings, self.history, self.hasher, self.now, 1_000)
         self.decoders: dict[int, Decoder] = {}
 
     def turn(self, now: float | None = None) -> None:
@@ -51,6 +62,7 @@ class Harness:
         self.core.begin_turn(self.now, 1_000 + int(self.now * 1000))
 
     def end(self) -> None:
+        self.core.hashed(self.hasher.results())
         self.core.end_turn()
         self.core.closing = []
 
@@ -140,7 +152,7 @@ def test_refused_batch_becomes_unavailable_errors_in_place(h: Harness) -> None:
         assert frame["code"] == "unavailable" and frame["fatal"] is False
         assert frame["ref"] == ref and frame["retry_after_ms"] > 0
     assert h.frames(bob) == []
-    assert h.core.seq == 0 and h.core.msgs_in == 0
+    assert h.core.lobby.seq == 0 and h.core.msgs_in == 0
     assert CLOSING not in (alice.state, bob.state)
     h.history.failing = False
     h.turn()
@@ -177,7 +189,7 @@ def test_same_turn_duplicate_id_is_not_a_new_message(h: Harness) -> None:
     h.end()
     frames = h.frames(alice)
     assert [m["seq"] for m in frames] == [1, 1]
-    assert h.core.seq == 1
+    assert h.core.lobby.seq == 1
 
 
 def test_heartbeat_timers(h: Harness) -> None:
@@ -243,7 +255,7 @@ def test_takeover_moves_the_session(h: Harness) -> None:
     assert h.frames(new)[0]["name"] == "alice"
     assert h.frames(alice) == [{"type": "bye", "reason": "replaced"}]
     assert h.frames(bob) == []
-    assert list(h.core.users) == ["bob", "alice"] and h.core.users["alice"] is new
+    assert list(h.core.online) == ["bob", "alice"] and h.core.online["alice"] is new
 
 
 def test_timers_follow_the_new_connection_after_a_takeover(h: Harness) -> None:
@@ -304,15 +316,15 @@ def test_a_bug_on_one_connection_closes_only_that_one(
     alice, bob = h.login("alice"), h.login("bob")
     h.frames(alice)
 
-    def broken(conn: Connection, msg: Message, ref: str | None) -> None:
+    def broken(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setitem(h.core._chat, "who", broken)
+    monkeypatch.setitem(h.core._v1, "who", broken)
     h.turn()
     h.send(bob, {"type": "who"})
     h.send(alice, {"type": "say", "text": "unaffected"})
     h.end()
-    assert bob.state == CLOSING and "bob" not in h.core.users
+    assert bob.state == CLOSING and "bob" not in h.core.online
     frames = h.frames(alice)
     assert [(m["type"], m.get("reason")) for m in frames] == [("leave", "error"), ("msg", None)]
     assert "internal error" in caplog.text

@@ -103,7 +103,12 @@ def test_both_hashers_answer_alike(worker: HashWorker, record: str) -> None:
     assert collect(worker, 3) == expected
 
 
+def threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
 def test_jobs_in_flight_all_arrive(worker: HashWorker, record: str) -> None:
+    before = threads()
     for job in range(40):
         password = PASSWORD if job % 2 else PASSWORD + "?"
         worker.submit(job, "verify", password, record)
@@ -118,6 +123,7 @@ def test_jobs_in_flight_all_arrive(worker: HashWorker, record: str) -> None:
     assert isinstance(got[41], str) and got[41].startswith("scrypt$")
     assert worker.pending() == 0
     assert quiet(worker)
+    assert threads() == before  # the server stays one thread
 
 
 def test_inputs_that_cannot_match_are_answered_false(worker: HashWorker, record: str) -> None:

@@ -364,7 +364,6 @@ def test_password_change(srv: ServerProcess) -> None:
           "not_allowed")
     error(client, {"type": "password", "old": PASSWORD, "new": "short"}, "weak_password")
     error(client, {"type": "password", "old": PASSWORD}, "weak_password")
-    error(client, {"type": "password", "old": PASSWORD, "new": 12345678}, "bad_request")
     ok(client, {"type": "password", "old": PASSWORD, "new": "new password 1"})
     bye(client)
     refused(srv, "auth_failed", hello2(name, password=PASSWORD))

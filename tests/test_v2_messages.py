@@ -160,6 +160,7 @@ def test_edit(srv: ServerProcess) -> None:
     join(a, room)
     join(b, room)
     msg = say(a, room, "typo")
+    events(a)
     events(b)
     a.send({"type": "edit", "room": room, "seq": msg["seq"], "text": "  fixed  ",
             "id": "e1"})
@@ -238,6 +239,8 @@ def test_typing(srv: ServerProcess) -> None:
     join(b, room)
     events(a)
     with login2(srv, unique("g")) as outsider:
+        events(a)
+        events(b)
         a.send({"type": "typing", "room": room})
         quiet(a)  # no reply, not even to the typist
         assert events(b) == [{"type": "typing", "room": room, "name": name}]

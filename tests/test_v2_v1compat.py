@@ -94,6 +94,7 @@ def test_users_who_join_leave_follow_lobby(srv: ServerProcess) -> None:
     assert call(b, {"type": "part", "room": "lobby"})["type"] == "parted"
     old_name = unique("old")
     old = _v1(srv, old_name)
+    old.barrier()  # the backlog
     assert inside in old.welcome["users"] and outside not in old.welcome["users"]
     assert old_name in old.welcome["users"]
     old.send({"type": "who"})
@@ -132,6 +133,7 @@ def test_users_who_join_leave_follow_lobby(srv: ServerProcess) -> None:
 def test_version_1_never_gets_version_2_frames(srv: ServerProcess) -> None:
     name = account(srv, "x")
     old = _v1(srv, unique("old"))
+    old.barrier()  # the backlog
     a = login2(srv, name, password=PASSWORD)
     msg = say(a, "lobby", "edit me")
     ok(a, {"type": "edit", "room": "lobby", "seq": msg["seq"], "text": "edited"})

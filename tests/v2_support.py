@@ -92,11 +92,14 @@ def ok(client: TestClient, request: Message) -> Message:
 
 
 def say(client: TestClient, room: str, text: str, msg_id: str | None = None) -> Message:
-    """A ``say``; its acknowledgement, the ``msg`` that carries its ``id`` (14)."""
+    """A ``say``; its acknowledgement, the ``msg`` from this user in ``room`` that
+    carries its ``id`` (14: others' messages may carry the same id)."""
     ident = msg_id if msg_id is not None else f"s{next(_ids)}"
     client.send({"type": "say", "room": room, "text": text, "id": ident})
+    me = client.welcome["name"]
     frames = client.drain_until(
-        lambda m: (m["type"] == "msg" and m.get("id") == ident)
+        lambda m: (m["type"] == "msg" and m.get("id") == ident and m["from"] == me
+                   and m["room"].casefold() == room.casefold())
         or (m["type"] == "error" and m.get("ref") == ident))
     client.inbox[:0] = frames[:-1]
     assert frames[-1]["type"] == "msg", frames[-1]
