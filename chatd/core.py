@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -88,7 +89,7 @@ class Core:
         self.turn = Turn()
         self.ops: list[Op] = []  # this turn's changes, committed at its end
         self.undo: list[Callable[[], None]] = []
-        self.jobs: dict[int, tuple[Connection, Done]] = {}
+        self.jobs: dict[int, tuple[Connection, Done, Done | None]] = {}
         self._job = 0
         self.pending_input: set[Connection] = set()  # frames left in the decoder
         self.closing: list[Connection] = []  # marked this turn; the loop reaps them
@@ -252,13 +253,31 @@ class Core:
         """Whether the next turn must not wait for the network."""
         return bool(self.pending_input or self.turn.touched or self.turn.active)
 
+    def check_password(self, conn: Connection, key: str, password: str, record: str,
+                       done: Done) -> None:
+        """Verify a password in the worker, counted by the guessing throttle
+        from the moment it starts (many connections from one address cannot
+        run more checks at once than the throttle allows failures)."""
+        address, throttle = conn.address, self.throttle
+        throttle.begin(address, key, self.now)
+
+        def settle(ok: Any) -> None:
+            if ok is False:
+                throttle.failed(address, key, self.now)
+            else:
+                throttle.passed(address, key, self.now)
+
+        self.submit(conn, "verify", password, record, done, settle=settle)
+
     def hashed(self, results: list[tuple[int, Any]]) -> None:
         """Password work finished: continue the requests that waited on it."""
         for job, result in results:
             entry = self.jobs.pop(job, None)
             if entry is None:
                 continue
-            conn, done = entry
+            conn, done, settle = entry
+            if settle is not None:
+                settle(result)
             conn.busy = False
             if conn.state >= CLOSING:
                 continue
@@ -274,11 +293,12 @@ class Core:
                 self.pending_input.add(conn)  # its next requests waited
 
     def submit(self, conn: Connection, op: str, password: str, record: str | None,
-               done: Done) -> None:
+               done: Done, *, settle: Done | None = None) -> None:
         """Hand password work to the worker; ``done(result)`` runs when it is back
-        (None: the worker failed). The connection's input waits meanwhile."""
+        (None: the worker failed), if the connection is still open; ``settle(result)``
+        runs in any case. The connection's input waits meanwhile."""
         self._job += 1
-        self.jobs[self._job] = (conn, done)
+        self.jobs[self._job] = (conn, done, settle)
         conn.busy = True
         self.hasher.submit(self._job, op, password, record)
 
@@ -483,6 +503,8 @@ class Core:
     # --- durable changes -----------------------------------------------------------
 
     def create_room(self, name: str, kind: str, owner: Person | None) -> Room:
+        """A new room, shown as named at creation in NFC (§11)."""
+        name = unicodedata.normalize("NFC", name)
         key = room_key(name)
         record = RoomRecord(key, name, kind, "", owner.key if owner is not None else None)
         self.ops.append(records.PutRoom(record))
@@ -525,10 +547,8 @@ class Core:
         role = room.members.pop(person.key)
         person.rooms.pop(room.key, None)
         conn = person.conn
-        if conn is not None:
+        if conn is not None:  # (lobby's version 1 sessions are told by the caller)
             self.turn.unsubscribe(conn, room.chan)
-        if room.key == LOBBY and conn is not None:
-            self.lobby_online_set(person, False)
 
         def undo() -> None:
             room.members[person.key] = role

@@ -43,15 +43,10 @@ from pathlib import Path
 from typing import Protocol
 
 import chatd
-from chatd.passwords import (
-    PASSWORD_MAX_CHARS,
-    RECORD_MAX_CHARS,
-    acceptable,
-    hash_password,
-    hashable,
-    verify_password,
-)
+from chatd.passwords import RECORD_MAX_CHARS, hash_password, hashable, verify_password
 from protocol import Decoder, Message, ProtocolError, encode
+from protocol.limits import PASSWORD_MAX_CHARS
+from protocol.values import password_problem
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +98,9 @@ class Hasher(Protocol):
 def make_job(op: str, password: str, record: str | None) -> Message:
     """One job, after the checks every hasher makes (so it fits JOB_MAX_BYTES)."""
     if op == "hash":
-        if not acceptable(password):
-            raise ValueError("the password breaks the rule of contract §11")
+        problem = password_problem(password)
+        if problem is not None:
+            raise ValueError(problem)
         return _job(op, password)
     if op != "verify":
         raise ValueError(f"unknown op {op!r}")

@@ -110,12 +110,11 @@ def _hello(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
             if ok is None:
                 raise _busy()
             if not ok:
-                core.throttle.failed(conn.address, key, core.now)
                 raise ProtocolError("auth_failed", "wrong password")
             proceed(account_person)
 
-        core.submit(conn, "verify", password, person.hash,
-                    _fatal_on_error(core, conn, ref, verified))
+        core.check_password(conn, key, password, person.hash,
+                            _fatal_on_error(core, conn, ref, verified))
         return
     if not settings.guests:
         raise ProtocolError("auth_failed", "only accounts may log in here")

@@ -95,8 +95,10 @@ def _history_reply(core: Core, room: Room | None, lobby: Room, msg: Message, ref
     except Exception as exc:
         raise unreadable("a history request", exc, ref) from None
     v1 = room is None
+    # Version 2 entries are ``msg`` without ``type``: with ``room`` (§14).
+    shown = None if v1 else target.name
     entries = [m.entry(s.seq, s.ts, s.sender, s.text, ident=s.ident, edited=s.edited,
-                       deleted=s.deleted, v1=v1) for s in found]
+                       deleted=s.deleted, room=shown, v1=v1) for s in found]
     reply = m.history(before, entries, ref)
     if not v1:
         reply = {"type": "history", "room": target.name, **{k: v for k, v in reply.items()
@@ -248,7 +250,6 @@ def password(core: Core, conn: Connection, msg: Message, ref: str | None) -> Non
             raise ProtocolError("unavailable", "cannot check passwords now", ref=ref,
                                 retry_after_ms=1000)
         if not ok:
-            core.throttle.failed(conn.address, person.key, core.now)
             raise ProtocolError("not_allowed", "the old password is wrong", ref=ref)
         core.submit(conn, "hash", new, None, hashed)
 
@@ -261,7 +262,7 @@ def password(core: Core, conn: Connection, msg: Message, ref: str | None) -> Non
         set_password(core, person, record)
         core.turn.outcome(conn, encode(m.ok(ref)), ref)
 
-    core.submit(conn, "verify", msg["old"], person.hash, verified)
+    core.check_password(conn, person.key, msg["old"], person.hash, verified)
 
 
 V1: dict[str, Handler] = {

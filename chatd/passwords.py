@@ -23,6 +23,9 @@ import hmac
 import os
 from typing import NamedTuple
 
+from protocol.limits import PASSWORD_MAX_CHARS
+from protocol.values import password_problem
+
 ALGORITHM = "scrypt"
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -30,9 +33,6 @@ SCRYPT_P = 1
 SALT_BYTES = 16
 KEY_BYTES = 32
 
-#: Contract §11: a password is 8..256 code points with no surrogate.
-PASSWORD_MIN_CHARS = 8
-PASSWORD_MAX_CHARS = 256
 #: Today's records are about 90 characters; a longer one is damaged.
 RECORD_MAX_CHARS = 256
 
@@ -53,7 +53,8 @@ class _Record(NamedTuple):
 
 def hashable(password: str) -> bool:
     """Whether ``password`` could be an account's: at most PASSWORD_MAX_CHARS code
-    points and no surrogate. One that is not is refused without a hash."""
+    points and no surrogate. One that is not is refused without a hash (the
+    minimum length is not checked: it may have been lower when it was set)."""
     if len(password) > PASSWORD_MAX_CHARS:
         return False
     try:
@@ -61,11 +62,6 @@ def hashable(password: str) -> bool:
     except UnicodeEncodeError:  # a surrogate
         return False
     return True
-
-
-def acceptable(password: str) -> bool:
-    """The password rule of contract §11 (breaking it is ``weak_password``)."""
-    return len(password) >= PASSWORD_MIN_CHARS and hashable(password)
 
 
 def _scrypt(password: str, salt: bytes, *, n: int, r: int, p: int, size: int) -> bytes:
@@ -83,8 +79,9 @@ def hash_password(password: str) -> str:
     Raises ValueError for a password that breaks the rule of contract §11: the
     server refuses those with ``weak_password`` before asking for a hash.
     """
-    if not acceptable(password):
-        raise ValueError("the password breaks the rule of contract §11")
+    problem = password_problem(password)
+    if problem is not None:
+        raise ValueError(problem)
     salt = os.urandom(SALT_BYTES)
     key = _scrypt(password, salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, size=KEY_BYTES)
     return "$".join((ALGORITHM, str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt),

@@ -559,7 +559,7 @@ class SqliteStore:
         if isinstance(op, EditMessage):
             tail.replace(Stored(old.seq, old.ts, old.sender, op.text, old.ident, op.edited))
         else:
-            pass
+            tail.replace(Stored(old.seq, old.ts, old.sender, "", old.ident, None, True))
 
     # --- search -----------------------------------------------------------
 
@@ -592,7 +592,7 @@ class SqliteStore:
             found.extend((room, _stored(row)) for row in self.read(
                 sql, (log_id, base, base + room_log.oldest_seq, base + hi, *args, limit)))
         if not one_room:
-            found.sort(key=lambda hit: (-hit[1].ts, self._names.get(hit[0], hit[0]),
+            found.sort(key=lambda hit: (-hit[1].ts, 0,
                                         -hit[1].seq))
         return found[:limit]
 

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from chatd import hashworker
 from chatd.hashworker import JOB_MAX_BYTES, Hasher, HashWorker, InlineHasher, make_job
-from chatd.passwords import PASSWORD_MAX_CHARS, RECORD_MAX_CHARS, hash_password, verify_password
+from chatd.passwords import RECORD_MAX_CHARS, hash_password, verify_password
 from protocol import encode
+from protocol.limits import PASSWORD_MAX_CHARS
 
 PASSWORD = "correct horse battery staple"
 DEADLINE_S = 60.0

@@ -69,14 +69,15 @@ def test_account_requests_and_their_errors_are_not_fatal(srv: ServerProcess) -> 
         for name in names:
             ctl.send({"type": "account_add", "name": name, "password": PASSWORD})
             assert ctl.recv()["type"] == "ok"
-        for request, code in [
+        cases: list[tuple[Message, str]] = [
             ({"name": names[0].upper(), "password": PASSWORD}, "account_exists"),
             ({"name": unique("w"), "password": "short"}, "weak_password"),
             ({"name": unique("w")}, "weak_password"),
             ({"name": "bad name", "password": PASSWORD}, "bad_name"),
             ({"name": "Server", "password": PASSWORD}, "bad_name"),
             ({"name": 5, "password": PASSWORD}, "bad_request"),
-        ]:
+        ]
+        for request, code in cases:
             ctl.send({"type": "account_add", **request})
             reply = ctl.recv()
             assert reply["type"] == "error" and reply["code"] == code, (request, reply)

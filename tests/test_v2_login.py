@@ -484,3 +484,8 @@ def test_fatal_login_errors_close_without_welcome(srv: ServerProcess) -> None:
         client.send(hello2(unique("x"), register=True))
         err = fatal_close(client, "weak_password")
         assert "ref" not in err
+
+
+def test_pre_login_frame_limit_bounds_resume(srv: ServerProcess) -> None:
+    resume = {f"room{i:04d}": 2**53 - 1 for i in range(200)}  # well over 4096 bytes
+    refused(srv, "frame_too_large", hello2(unique("big"), resume=resume))

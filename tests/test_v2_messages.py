@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support import ServerProcess, TestClient, running_server
+from tests.test_contract_kit import jframe
 from tests.v2_support import (
     PASSWORD,
     Message,
@@ -372,7 +373,12 @@ def corpus(srv: ServerProcess) -> Iterator[tuple[TestClient, str, str, list[Mess
     first, second = unique("sb"), unique("SA")
     join(a, first)
     join(a, second)
-    sent = [say(a, first if i % 2 else second, text) for i, text in enumerate(SEARCH_TEXTS)]
+    # One burst, so that messages in both rooms share a ts: the tie rule shows.
+    a.send_raw(b"".join(jframe({"type": "say", "room": first if i % 2 else second,
+                                "text": text, "id": f"c{i}"})
+                        for i, text in enumerate(SEARCH_TEXTS)))
+    sent = kinds(events(a), "msg")
+    assert [m["text"] for m in sent] == [t.strip() for t in SEARCH_TEXTS]
     doomed = say(a, first, "hello deleted world")
     ok(a, {"type": "delete", "room": first, "seq": doomed["seq"]})
     with login2(srv, unique("g")) as guest:
@@ -443,3 +449,42 @@ def test_search_matches_the_reference(
     key = [(-m["ts"], m["room"].casefold(), -m["seq"]) for m in found]
     assert key == sorted(key)  # newest first, ties by room then seq descending
     assert elsewhere not in {m["room"] for m in found}
+
+
+def test_acknowledged_changes_survive_a_crash(tmp_path: Path) -> None:
+    """Edits, deletions, markers, memberships, roles, bans and invitations
+    that were acknowledged are there after the server is killed (14, 12)."""
+    db = str(tmp_path / "chat.sqlite3")
+    with running_server(tmp_path, "--rate", "0", db=db) as srv:
+        owner, member, banned = (account(srv, p) for p in ("cr", "cm", "cb"))
+        a = login2(srv, owner, password=PASSWORD)
+        m = login2(srv, member, password=PASSWORD)
+        b = login2(srv, banned, password=PASSWORD)
+        room, private = unique("crash"), unique("cpriv")
+        for client in (a, m, b):
+            join(client, room)
+        join(a, private, private=True)
+        ok(a, {"type": "invite", "room": private, "name": member})
+        ok(a, {"type": "op", "room": room, "name": member, "op": True})
+        ok(a, {"type": "kick", "room": room, "name": banned, "ban": True})
+        ok(a, {"type": "topic", "room": room, "topic": "kept"})
+        first, second = say(a, room, "one"), say(a, room, "two")
+        ok(a, {"type": "edit", "room": room, "seq": first["seq"], "text": "one, edited"})
+        ok(a, {"type": "delete", "room": room, "seq": second["seq"]})
+        assert call(m, {"type": "mark", "room": room, "seq": 2})["seq"] == 2
+        srv.proc.kill()
+        srv.wait_exit()
+        for client in (a, m, b):
+            client.close()
+    with running_server(tmp_path, "--rate", "0", db=db) as srv:
+        with login2(srv, member, password=PASSWORD) as again:
+            entry = summary(again.welcome, room)
+            assert (entry["seq"], entry["read"], entry["role"], entry["topic"]) == (
+                2, 2, "op", "kept")
+            msgs = _history(again, room, 3)
+            assert msgs[0]["text"] == "one, edited" and "edited" in msgs[0]
+            assert msgs[1].keys() == TOMBSTONE_KEYS
+            assert join(again, private)["kind"] == "private"  # the invitation held
+        with login2(srv, banned, password=PASSWORD) as again:
+            assert room not in [r["room"] for r in again.welcome["rooms"]]
+            error(again, {"type": "join", "room": room}, "not_allowed")

@@ -117,7 +117,7 @@ def test_typing_and_mark_take_rate_tokens(tmp_path: Path) -> None:
         with login2(srv, name, password=PASSWORD) as client:
             room = unique("r")
             client.send({"type": "join", "room": room, "id": "j"})  # one token
-            burst = [{"type": "typing", "room": room}] * 6 + [
+            burst: list[Message] = [{"type": "typing", "room": room}] * 6 + [
                 {"type": "mark", "room": room, "seq": 0, "id": "m"},
                 {"type": "mark", "id": "bad"}]  # checked after the rate limit
             client.send_raw(b"".join(jframe(m) for m in burst))
