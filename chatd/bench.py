@@ -1,6 +1,7 @@
 """``chatd bench``: load the server from separate processes and print its figures.
 
-Three parts, each selectable (``fanout``, ``latency``, ``idle`` or ``all``):
+Five parts, each selectable (``fanout``, ``latency``, ``idle``, ``rooms``,
+``storm`` or ``all``):
 
 - **fan-out**: a room of ``--clients`` (default 100), ``--senders`` of them
   sending ``--size``-character texts as fast as the server takes them, each
@@ -16,6 +17,18 @@ Three parts, each selectable (``fanout``, ``latency``, ``idle`` or ``all``):
   p50/p99/max over all timed deliveries.
 - **idle**: ``--idle-connections`` (default 10,000) logged-in clients that only
   read; reports server RSS growth per connection and the connect-all time.
+- **rooms** (protocol version 2): ``--rooms-clients`` (default 10,000) clients
+  in rooms of ``--room-size`` (10), one sender in each of ``--rooms-senders``
+  (100) rooms spread over all, sending as in the fan-out. Reports
+  deliveries/s and deliveries per server CPU-second.
+- **storm**: latency runs of the one room, interleaved without and with a
+  login storm of ``--storm-rate`` (50) account logins/s, each paying the real
+  password hash (version 2 accounts, made on the control socket first).
+  Reports the room's latency both ways and the logins' latency.
+
+``--compare-tree DIR`` runs the fan-out and latency parts also against the
+server of another source tree (an older release checked out with ``git
+worktree add``), interleaved with this one, and prints the ratio of the medians.
 
 By default every run starts its own ``python -m chatd run --port 0 --rate 0``
 with ``--db :memory:`` (``--db store`` for the SQLite store in a temporary data
@@ -36,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -48,15 +62,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any, TypeVar
 
 from chatd.bench_load import IdleSpec, RoomSpec, idle_worker, raise_nofile, room_worker
+from chatd.bench_rooms import RoomsSpec, rooms_worker
 from chatd.bench_server import BenchError, Server, start_server
+from chatd.bench_storm import GRACE, StormSpec, create_accounts, storm_worker
 from chatd.bench_wire import STAMP_DIGITS
 from chatd.cli import OneLineParser
 from chatd.settings import port_number, positive_seconds, seconds
 
-PARTS = ("fanout", "latency", "idle")
+PARTS = ("fanout", "latency", "idle", "rooms", "storm")
 TARGET_DELIVERIES = 1_000_000  # per second, 100-client room
 TARGET_IDLE_KIB = 8.0  # server RSS per idle connection
 TARGET_P99_MS = 20.0  # at 100,000 deliveries/s
@@ -106,12 +123,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds before measuring")
     room.add_argument("--procs", type=_positive, default=2,
                       help="generator processes for the room")
+    target.add_argument("--compare-tree", type=Path, default=None, metavar="DIR",
+                        help="fanout, latency: also run the server from the source tree DIR "
+                        "(e.g. an older release's git worktree), interleaved; print the ratio")
+    rooms = parser.add_argument_group("rooms (version 2)")
+    rooms.add_argument("--rooms-clients", type=_positive, default=10_000,
+                       help="clients, each in one room")
+    rooms.add_argument("--room-size", type=_positive, default=10, help="clients per room")
+    rooms.add_argument("--rooms-senders", type=_positive, default=100,
+                       help="rooms with a sender (one each), spread over all rooms")
+    rooms.add_argument("--rooms-procs", type=_positive, default=4,
+                       help="generator processes for the rooms")
+    storm = parser.add_argument_group("login storm (version 2)")
+    storm.add_argument("--storm-rate", type=_positive, default=50,
+                       help="account logins per second during the storm's latency runs")
     idle = parser.add_argument_group("idle connections")
     idle.add_argument("--idle-connections", type=_positive, default=10_000)
     idle.add_argument("--idle-procs", type=_positive, default=4,
                       help="generator processes opening the idle connections")
     idle.add_argument("--login-window", type=_positive, default=50,
-                      help="most logins in flight per idle generator process")
+                      help="most logins in flight per idle or rooms generator process")
     parser.add_argument("--runs", type=_positive, default=3, help="runs per part; median shown")
     parser.add_argument("--json", action="store_true",
                         help="print the results as JSON on stdout (the lines go to stderr)")
@@ -153,12 +184,15 @@ class Bench:
         return not self.args.port
 
     @contextmanager
-    def server(self, db: str, max_clients: int) -> Iterator[Server]:
+    def server(
+        self, db: str, max_clients: int, extra: Sequence[str] = (), tree: Path | None = None
+    ) -> Iterator[Server]:
+        """A fresh server (or the --port one); ``extra`` and ``tree`` only apply to a fresh one."""
         if not self.own_server:
             yield Server(self.args.host, self.args.port, self.args.server_pid)
             return
-        extra = ["--max-clients", str(max_clients), *self.args.server_arg]
-        server = start_server(db, extra, self.server_cpus)
+        flags = ["--max-clients", str(max_clients), *extra, *self.args.server_arg]
+        server = start_server(db, flags, self.server_cpus, tree)
         try:
             yield server
         except BenchError as exc:
@@ -269,43 +303,45 @@ def _sleep_until(t_ns: int) -> None:
 # --- the room ----------------------------------------------------------------------------
 
 
-def room_run(bench: Bench, mode: str, db: str) -> _Result:
-    """One fan-out or latency run: log in, barrier, go, count; figures of the window."""
+@dataclass(frozen=True)
+class Setup:
+    """What a run's server is: its history, and the source tree of its code."""
+
+    db: str
+    tree: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return self.db if self.tree is None else f"{self.db} @ {self.tree}"
+
+
+def _window(
+    bench: Bench, server: Server, group: Workers, also: Sequence[Workers] = ()
+) -> tuple[list[Any], _Result]:
+    """Barrier, go, and the server's figures over the measured window.
+
+    ``group`` holds the clients that count deliveries; ``also`` are workers
+    that get the same times (the storm) and report on their own.
+    """
     args = bench.args
-    names = bench.names("c", args.clients)
-    senders = min(args.senders, args.clients)
-    procs = min(args.procs, args.clients)
-    per_sender = args.rate / (senders * args.clients)
-    with bench.server(db, max(args.clients + 10, 10_000)) as server:
-        specs = [
-            RoomSpec(
-                host=server.host, port=server.port,
-                names=names[w::procs],
-                senders=[i if i < senders else -1 for i in range(w, args.clients, procs)],
-                probes=[i % args.probe_every == 0 for i in range(w, args.clients, procs)],
-                total_senders=senders, mode=mode, size=args.size, window=args.window,
-                per_sender_rate=per_sender,
-            )
-            for w in range(procs)
-        ]
-        with workers(room_worker, specs) as group:
-            group.gather("ready")
-            group.send(("sync", None))
-            group.gather("synced")
-            t_start = time.monotonic_ns() + 100_000_000
-            t_m0 = t_start + int(args.warmup * 1e9)
-            t_m1 = t_m0 + int(args.duration * 1e9)
-            group.send(("go", (t_start, t_m0, t_m1)))
-            _sleep_until(t_m0)
-            cpu0, wait0, wall0 = server.cpu_seconds(), server.run_delay(), time.monotonic()
-            _sleep_until((t_m0 + t_m1) // 2)
-            threads = server.threads()
-            _sleep_until(t_m1)
-            cpu1, wait1, wall1 = server.cpu_seconds(), server.run_delay(), time.monotonic()
-            results = group.gather("done", timeout=args.duration + args.warmup + 60)
+    group.send(("sync", None))
+    group.gather("synced")
+    t_start = time.monotonic_ns() + 100_000_000
+    t_m0 = t_start + int(args.warmup * 1e9)
+    t_m1 = t_m0 + int(args.duration * 1e9)
+    for each in (group, *also):
+        each.send(("go", (t_start, t_m0, t_m1)))
+    _sleep_until(t_m0)
+    cpu0, wait0, wall0 = server.cpu_seconds(), server.run_delay(), time.monotonic()
+    helpers0 = server.helpers_cpu_seconds()
+    _sleep_until((t_m0 + t_m1) // 2)
+    threads = server.threads()
+    _sleep_until(t_m1)
+    cpu1, wait1, wall1 = server.cpu_seconds(), server.run_delay(), time.monotonic()
+    helpers1 = server.helpers_cpu_seconds()
+    results = group.gather("done", timeout=args.duration + args.warmup + 60)
     deliveries = sum(r["deliveries"] for r in results)
     result: _Result = {
-        "db": db,
         "deliveries_per_s": deliveries / args.duration,
         "generator_cpu": sum(r["cpu"] for r in results) / args.duration,
         "generator_waited": sum(r["waited"] for r in results) / args.duration,
@@ -317,15 +353,72 @@ def room_run(bench: Bench, mode: str, db: str) -> _Result:
         result["per_server_cpu_s"] = deliveries / used if used > 0 else None
     if wait0 is not None and wait1 is not None:
         result["server_waited"] = (wait1 - wait0) / (wall1 - wall0)
-    if mode == "latency":
-        samples = sorted(s for r in results for s in r["samples"])
+    if helpers0 is not None and helpers1 is not None:
+        result["hash_workers_cpu"] = (helpers1 - helpers0) / (wall1 - wall0)
+    return results, result
+
+
+def _quantiles(samples_us: list[int], prefix: str = "") -> _Result:
+    """p50, p99 and max (ms) of latency samples in µs."""
+    samples = sorted(samples_us)
+    out: _Result = {prefix + "samples": len(samples)}
+    for key, q in (("p50_ms", 0.50), ("p99_ms", 0.99)):
+        out[prefix + key] = samples[int(q * (len(samples) - 1))] / 1000 if samples else None
+    out[prefix + "max_ms"] = samples[-1] / 1000 if samples else None
+    return out
+
+
+STORM_ROOM = "storm"
+
+
+def room_run(bench: Bench, mode: str, setup: Setup, storm_rate: float = 0.0) -> _Result:
+    """One fan-out or latency run: log in, barrier, go, count; figures of the window.
+
+    With ``storm_rate`` accounts log in at that rate throughout (a latency run
+    of the storm part; its runs without a storm use the same server flags).
+    """
+    args = bench.args
+    names = bench.names("c", args.clients)
+    senders = min(args.senders, args.clients)
+    procs = min(args.procs, args.clients)
+    per_sender = args.rate / (senders * args.clients)
+    extra = ["--default-rooms", STORM_ROOM] if mode == "storm" else []
+    logins = math.ceil(storm_rate * (args.warmup + args.duration + 1))
+    accounts = bench.names("a", logins) if logins else []
+    with bench.server(setup.db, max(args.clients + 10, 10_000), extra, setup.tree) as server:
+        if accounts:
+            if server.control is None:
+                raise BenchError("the storm needs a server started by the bench (no --port)")
+            create_accounts(server.control, accounts)
+        specs = [
+            RoomSpec(
+                host=server.host, port=server.port,
+                names=names[w::procs],
+                senders=[i if i < senders else -1 for i in range(w, args.clients, procs)],
+                probes=[i % args.probe_every == 0 for i in range(w, args.clients, procs)],
+                total_senders=senders, mode="fanout" if mode == "fanout" else "latency",
+                size=args.size, window=args.window, per_sender_rate=per_sender,
+            )
+            for w in range(procs)
+        ]
+        storm_specs = [StormSpec(server.host, server.port, accounts, storm_rate)] if logins else []
+        with workers(room_worker, specs) as group, workers(storm_worker, storm_specs) as storm:
+            group.gather("ready")
+            storm.gather("ready")
+            results, result = _window(bench, server, group, [storm])
+            storms = storm.gather("done", timeout=GRACE + 60)
+    result["db"] = setup.label
+    if mode != "fanout":
+        samples = [s for r in results for s in r["samples"]]
         if not samples:
             raise BenchError("no message was delivered during the latency window")
         result["target"] = args.rate
-        result["samples"] = len(samples)
-        for key, q in (("p50_ms", 0.50), ("p99_ms", 0.99)):
-            result[key] = samples[int(q * (len(samples) - 1))] / 1000
-        result["max_ms"] = samples[-1] / 1000
+        result.update(_quantiles(samples))
+    for report in storms:
+        result["logins_started_per_s"] = report["started"] / args.duration
+        result["logins_answered_per_s"] = report["answered_in_window"] / args.duration
+        result["logins_unfinished"] = report["unfinished"]
+        result.update(_quantiles(list(report["samples"]), "login_"))
     return result
 
 
@@ -369,45 +462,156 @@ def _median(runs: list[_Result], keys: Sequence[str]) -> _Result:
     return out
 
 
+_ROOM_KEYS = ["deliveries_per_s", "per_server_cpu_s", "server_cpu", "server_waited",
+              "generator_cpu", "generator_waited", "threads"]
+_LATENCY_KEYS = ["p50_ms", "p99_ms", "max_ms", "samples"]
+
+
 def bench_room(bench: Bench, mode: str) -> None:
     args = bench.args
     dbs: list[str] = args.db or [":memory:"]
     if mode == "latency" and args.size < STAMP_DIGITS:
         raise BenchError(f"--size must be at least {STAMP_DIGITS} for the latency test")
-    runs: dict[str, list[_Result]] = {db: [] for db in dbs}
+    setups = [Setup(db) for db in dbs]
+    if args.compare_tree is not None:
+        setups += [Setup(db, args.compare_tree) for db in dbs]
+    runs: dict[Setup, list[_Result]] = {setup: [] for setup in setups}
     label = "fan-out" if mode == "fanout" else "latency"
     line = _fanout_line if mode == "fanout" else _latency_line
     for number in range(1, args.runs + 1):
-        for db in dbs:  # interleaved, so a noisy moment hits every set-up alike
-            result = room_run(bench, mode, db)
-            runs[db].append(result)
-            where = f" [db {db}]" if len(dbs) > 1 or db != ":memory:" else ""
+        for setup in setups:  # interleaved, so a noisy moment hits every set-up alike
+            result = room_run(bench, mode, setup)
+            runs[setup].append(result)
+            where = f" [db {setup.label}]" if len(setups) > 1 or setup.db != ":memory:" else ""
             bench.say(f"  {label} run {number}/{args.runs}{where}: {line(result)}")
-    keys = ["deliveries_per_s", "per_server_cpu_s", "server_cpu", "server_waited",
-            "generator_cpu", "generator_waited", "threads"]
-    if mode == "latency":
-        keys += ["p50_ms", "p99_ms", "max_ms", "samples"]
+    keys = _ROOM_KEYS + (_LATENCY_KEYS if mode == "latency" else [])
     part: dict[str, Any] = {}
     senders = min(args.senders, args.clients)
-    for db in dbs:
-        med = _median(runs[db], keys)
-        med["db"] = db
-        part[db] = {"runs": runs[db], "median": med}
-        setup = (f"{args.clients} clients, {senders} senders, {args.size} B, --db {db}, "
-                 f"median of {args.runs}")
+    for setup in setups:
+        med = _median(runs[setup], keys)
+        med["db"] = setup.label
+        part[setup.label] = {"runs": runs[setup], "median": med}
+        about = (f"{args.clients} clients, {senders} senders, {args.size} B, --db "
+                 f"{setup.label}, median of {args.runs}")
         if mode == "fanout":
-            bench.say(f"fan-out: {_fanout_line(med)} [{setup}, window {args.window}] "
+            bench.say(f"fan-out: {_fanout_line(med)} [{about}, window {args.window}] "
                       f"(target >= {TARGET_DELIVERIES:,}/s)")
         else:
-            bench.say(f"latency: {_latency_line(med)} [{setup}, fixed load "
+            bench.say(f"latency: {_latency_line(med)} [{about}, fixed load "
                       f"{args.rate:,}/s] (target p99 < {TARGET_P99_MS:g} ms)")
-    if len(dbs) > 1 and mode == "fanout":
-        base = part[dbs[0]]["median"]["deliveries_per_s"]
-        for db in dbs[1:]:
-            ratio = part[db]["median"]["deliveries_per_s"] / base
-            part[db]["ratio_to_" + dbs[0]] = ratio
-            bench.say(f"fan-out --db {db} / --db {dbs[0]}: {ratio:.2f}")
+    base = part[setups[0].label]["median"]
+    ratio_keys = ("deliveries_per_s", "per_server_cpu_s") if mode == "fanout" else ("p99_ms",)
+    for setup in setups[1:]:
+        med = part[setup.label]["median"]
+        ratios = {key: _ratio(med[key], base[key]) for key in ratio_keys}
+        part[setup.label]["ratio_to_" + setups[0].label] = ratios
+        shown = ", ".join(f"{key} {_r(value)}" for key, value in ratios.items())
+        bench.say(f"{label} [{setup.label}] / [{setups[0].label}]: {shown}")
     bench.results[mode] = part
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return None if value is None or not base else value / base
+
+
+def _r(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+# --- rooms (version 2) -------------------------------------------------------------------
+
+
+def rooms_run(bench: Bench) -> _Result:
+    """Clients in rooms of ``--room-size``, one sender in each of ``--rooms-senders`` rooms."""
+    args = bench.args
+    count, size = args.rooms_clients, args.room_size
+    rooms = math.ceil(count / size)
+    senders = min(args.rooms_senders, rooms)
+    names = bench.names("m", count)
+    room_names = bench.names("room", rooms)
+    quiet = bench.names("q", 1)[0]  # guests are put in it at login, and leave it
+    sender_rooms = {k * rooms // senders for k in range(senders)}
+    room_of = [room_names[i // size] for i in range(count)]
+    is_sender = [i % size == 0 and i // size in sender_rooms for i in range(count)]
+    procs = min(args.rooms_procs, count)
+    db = (args.db or [":memory:"])[0]
+    with bench.server(db, count + 100, ["--default-rooms", quiet]) as server:
+        specs = [
+            RoomsSpec(host=server.host, port=server.port, names=names[w::procs],
+                      rooms=room_of[w::procs], senders=is_sender[w::procs], size=args.size,
+                      window=args.window, login_window=args.login_window)
+            for w in range(procs)
+        ]
+        t0 = time.monotonic()
+        with workers(rooms_worker, specs) as group:
+            group.gather("ready")
+            entered = time.monotonic() - t0
+            _, result = _window(bench, server, group)
+    result.update(db=db, clients=count, rooms=rooms, senders=senders, enter_all_s=entered)
+    return result
+
+
+def bench_rooms(bench: Bench) -> None:
+    args = bench.args
+    runs = []
+    for number in range(1, args.runs + 1):
+        result = rooms_run(bench)
+        runs.append(result)
+        bench.say(f"  rooms run {number}/{args.runs}: {_fanout_line(result)}; all clients "
+                  f"in their rooms after {result['enter_all_s']:.1f} s")
+    med = _median(runs, [*_ROOM_KEYS, "enter_all_s"])
+    first = runs[0]
+    bench.say(f"rooms: {_fanout_line(med)} [{first['clients']:,} clients in {first['rooms']:,} "
+              f"rooms of {args.room_size}, {first['senders']} senders (one each in rooms spread "
+              f"over all), {args.size} B, window {args.window}, --db {first['db']}, median of "
+              f"{args.runs}]; all clients in their rooms after {med['enter_all_s']:.1f} s")
+    bench.results["rooms"] = {"runs": runs, "median": med}
+
+
+# --- login storm (version 2) --------------------------------------------------------------
+
+
+def _storm_line(r: _Result) -> str:
+    def ms(key: str) -> str:
+        return "n/a" if r.get(key) is None else f"{r[key]:.0f}"
+
+    return (f"{r['logins_started_per_s']:.0f} logins/s started, {r['logins_answered_per_s']:.1f}"
+            f"/s welcomed in the window; login p50 {ms('login_p50_ms')} ms, p99 "
+            f"{ms('login_p99_ms')} ms, max {ms('login_max_ms')} ms; "
+            f"{r['logins_unfinished']} unanswered {GRACE:g} s after; hash workers CPU "
+            f"{_share(r.get('hash_workers_cpu'))}")
+
+
+def bench_storm(bench: Bench) -> None:
+    """Latency runs without and with the storm, interleaved; the room's p99 ratio."""
+    args = bench.args
+    if args.size < STAMP_DIGITS:
+        raise BenchError(f"--size must be at least {STAMP_DIGITS} for the latency test")
+    setup = Setup((args.db or [":memory:"])[0])
+    rates = (0.0, float(args.storm_rate))
+    runs: dict[float, list[_Result]] = {rate: [] for rate in rates}
+    for number in range(1, args.runs + 1):
+        for rate in rates:
+            result = room_run(bench, "storm", setup, rate)
+            runs[rate].append(result)
+            storm = f"; storm: {_storm_line(result)}" if rate else ""
+            bench.say(f"  storm run {number}/{args.runs} [{rate:g} logins/s]: "
+                      f"{_latency_line(result)}{storm}")
+    login_keys = ["logins_started_per_s", "logins_answered_per_s", "logins_unfinished",
+                  "login_p50_ms", "login_p99_ms", "login_max_ms", "login_samples",
+                  "hash_workers_cpu"]
+    quiet = _median(runs[0.0], _ROOM_KEYS + _LATENCY_KEYS)
+    stormy = _median(runs[rates[1]], _ROOM_KEYS + _LATENCY_KEYS + login_keys)
+    about = (f"{args.clients} clients, {args.senders} senders, fixed load {args.rate:,}/s, "
+             f"--db {setup.db}, median of {args.runs}")
+    bench.say(f"storm: without: {_latency_line(quiet)} [{about}]")
+    bench.say(f"storm: with {args.storm_rate} logins/s: {_latency_line(stormy)}; "
+              f"{_storm_line(stormy)}")
+    ratio = _ratio(stormy["p99_ms"], quiet["p99_ms"])
+    bench.say(f"storm: room p99 with / without: {_r(ratio)} (target < 2)")
+    bench.results["storm"] = {"without": {"runs": runs[0.0], "median": quiet},
+                              "with": {"runs": runs[rates[1]], "median": stormy},
+                              "p99_ratio": ratio}
 
 
 # --- idle connections ----------------------------------------------------------------------
@@ -516,6 +720,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for part in parts:
             if part == "idle":
                 bench_idle(bench)
+            elif part == "rooms":
+                bench_rooms(bench)
+            elif part == "storm":
+                bench_storm(bench)
             else:
                 bench_room(bench, part)
     except BenchError as exc:
@@ -525,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     if args.json:
         print(json.dumps({"machine": info, "args": vars(args), "results": bench.results},
-                         indent=2))
+                         indent=2, default=str))  # str: the --compare-tree path
     return 0
 
 

@@ -29,10 +29,10 @@ from chatd.bench_wire import FrameCounter, MarkerCounter, StampReader, stamped_t
 from protocol.framing import Decoder, decode_payload, encode, frame_end
 from protocol.limits import CLIENT_MAX_FRAME, HEADER_SIZE, PROTO_VERSION
 
-_RECV_SIZE = 1 << 18
-_SETUP_TIMEOUT = 120.0
+RECV_SIZE = 1 << 18
+SETUP_TIMEOUT = 120.0
 _BARRIER_T = "bench-barrier"
-_WELCOME_HEAD = b'{"type":"welcome"'
+WELCOME_HEAD = b'{"type":"welcome"'
 _LAZY_DRAIN = 0.005  # latency: seconds between reads of the untimed clients
 _DRAIN_EVERY = 0.02  # seconds between reads of logged-in idle connections
 
@@ -44,7 +44,7 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _cpu_now() -> tuple[float, float]:
+def cpu_now() -> tuple[float, float]:
     """CPU seconds used and seconds spent waiting for a CPU, by this process."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     try:
@@ -55,23 +55,27 @@ def _cpu_now() -> tuple[float, float]:
     return usage.ru_utime + usage.ru_stime, waited
 
 
-def _wait_until(t_ns: int) -> None:
+def wait_until(t_ns: int) -> None:
     delay = (t_ns - time.monotonic_ns()) / 1e9
     if delay > 0:
         time.sleep(delay)
 
 
-def _hello(name: str) -> bytes:
-    return encode({"type": "hello", "proto": PROTO_VERSION, "name": name, "agent": "chatd-bench"})
+def hello(name: str, proto: int = PROTO_VERSION, password: str | None = None) -> bytes:
+    message: dict[str, Any] = {"type": "hello", "proto": proto, "name": name,
+                                "agent": "chatd-bench"}
+    if password is not None:
+        message["password"] = password
+    return encode(message)
 
 
-def _refusal(message: dict[str, Any]) -> BenchError:
+def refusal(message: dict[str, Any]) -> BenchError:
     if message.get("type") == "error":
         return BenchError(f"login refused: {message.get('code')}: {message.get('message')}")
     return BenchError(f"expected welcome, got {message.get('type')!r}")
 
 
-def _work(pipe: Connection, body: Callable[[], None]) -> None:
+def work(pipe: Connection, body: Callable[[], None]) -> None:
     """Run ``body``, reporting a failure to the parent as one line."""
     try:
         raise_nofile()
@@ -111,12 +115,15 @@ class RoomSpec:
     per_sender_rate: float  # latency: messages per second per sender
 
 
-class _RoomClient:
-    __slots__ = ("acks", "counter", "decoder", "name", "next_ns", "out", "probe", "sender",
-                 "sock", "stamps")
+class RoomClient:
+    """A client of a fan-out: its socket, its counters, and for a sender what it says."""
+
+    __slots__ = ("acks", "counter", "decoder", "name", "next_ns", "out", "probe", "say",
+                 "sender", "sock", "stamps")
 
     def __init__(
-        self, sock: socket.socket, name: str, sender: int, probe: bool, decoder: Decoder
+        self, sock: socket.socket, name: str, sender: int, probe: bool, decoder: Decoder,
+        *, say: bytes = b"",
     ) -> None:
         self.sock = sock
         self.name = name
@@ -129,13 +136,14 @@ class _RoomClient:
         self.acks = MarkerCounter(b'"from":"' + name.encode() + b'"')
         self.out = bytearray()
         self.next_ns = 0
+        self.say = say  # fan-out: the `say` frame this sender repeats
 
 
 def _login(host: str, port: int, name: str) -> tuple[socket.socket, Decoder]:
     """Blocking login (the generator may block); returns the socket, non-blocking."""
-    sock = socket.create_connection((host, port), timeout=_SETUP_TIMEOUT)
+    sock = socket.create_connection((host, port), timeout=SETUP_TIMEOUT)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(_hello(name))
+    sock.sendall(hello(name))
     decoder = Decoder(CLIENT_MAX_FRAME)
     while True:
         try:
@@ -147,12 +155,12 @@ def _login(host: str, port: int, name: str) -> tuple[socket.socket, Decoder]:
         messages = decoder.feed(data, limit=1)
         if messages:
             if messages[0].get("type") != "welcome":
-                raise _refusal(messages[0])
+                raise refusal(messages[0])
             sock.setblocking(False)
             return sock, decoder
 
 
-def _barrier(clients: list[_RoomClient]) -> None:
+def barrier(clients: list[RoomClient]) -> None:
     """Ping every client and read (decoding) until each has its pong.
 
     By the contract's order rule every frame queued for a client before its
@@ -168,13 +176,13 @@ def _barrier(clients: list[_RoomClient]) -> None:
         client.sock.setblocking(False)
         sel.register(client.sock, selectors.EVENT_READ, client)
         waiting += 1
-    deadline = time.monotonic() + _SETUP_TIMEOUT
+    deadline = time.monotonic() + SETUP_TIMEOUT
     while waiting:
         if time.monotonic() > deadline:
             raise BenchError("timed out waiting for pong (barrier)")
         for key, _ in sel.select(1.0):
             client = key.data
-            data = client.sock.recv(_RECV_SIZE)
+            data = client.sock.recv(RECV_SIZE)
             if not data:
                 raise BenchError(f"{client.name}: server closed the connection")
             assert client.decoder is not None
@@ -188,7 +196,7 @@ def _barrier(clients: list[_RoomClient]) -> None:
     sel.close()
 
 
-def _send(sel: selectors.BaseSelector, client: _RoomClient, data: bytes) -> None:
+def _send(sel: selectors.BaseSelector, client: RoomClient, data: bytes) -> None:
     if client.out:
         client.out += data
         return
@@ -201,7 +209,7 @@ def _send(sel: selectors.BaseSelector, client: _RoomClient, data: bytes) -> None
         sel.modify(client.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
 
 
-def _flush(sel: selectors.BaseSelector, client: _RoomClient) -> None:
+def _flush(sel: selectors.BaseSelector, client: RoomClient) -> None:
     try:
         sent = client.sock.send(client.out)
     except BlockingIOError:
@@ -223,9 +231,9 @@ class _Snapshots:
     def tick(self, now: int, deliveries: int) -> bool:
         """Take a due snapshot; True once the window is over."""
         if self.start is None and now >= self.t_m0:
-            self.start = (deliveries, _cpu_now())
+            self.start = (deliveries, cpu_now())
         if now >= self.t_m1:
-            self.end = (deliveries, _cpu_now())
+            self.end = (deliveries, cpu_now())
             return True
         return False
 
@@ -243,7 +251,7 @@ class _Snapshots:
         }
 
 
-def _recv(client: _RoomClient, buf: bytearray) -> int:
+def _recv(client: RoomClient, buf: bytearray) -> int:
     try:
         n = client.sock.recv_into(buf)
     except BlockingIOError:
@@ -253,7 +261,7 @@ def _recv(client: _RoomClient, buf: bytearray) -> int:
     return n
 
 
-def _run_fanout(spec: RoomSpec, clients: list[_RoomClient], times: tuple[int, int, int]) -> dict[
+def run_fanout(window: int, clients: list[RoomClient], times: tuple[int, int, int]) -> dict[
     str, Any
 ]:
     """Senders keep ``window`` messages in flight; everyone counts frames."""
@@ -261,15 +269,14 @@ def _run_fanout(spec: RoomSpec, clients: list[_RoomClient], times: tuple[int, in
     sel = selectors.DefaultSelector()
     for client in clients:
         sel.register(client.sock, selectors.EVENT_READ, client)
-    buf = bytearray(_RECV_SIZE)
-    say = encode({"type": "say", "text": "x" * spec.size})
+    buf = bytearray(RECV_SIZE)
     snaps = _Snapshots(t_m0, t_m1)
     deliveries = 0
     acks = 0
-    _wait_until(t_start)
+    wait_until(t_start)
     senders = [c for c in clients if c.sender >= 0]
     for client in senders:
-        _send(sel, client, say * spec.window)
+        _send(sel, client, client.say * window)
     while not snaps.tick(time.monotonic_ns(), deliveries):
         for key, events in sel.select(0.05):
             client = key.data
@@ -282,14 +289,14 @@ def _run_fanout(spec: RoomSpec, clients: list[_RoomClient], times: tuple[int, in
                 acked = client.acks.feed(buf, n)
                 if acked:
                     acks += acked
-                    _send(sel, client, say * acked)
+                    _send(sel, client, client.say * acked)
     sel.close()
     if senders and not acks:
         raise BenchError('no sender saw its own msg (looked for \'"from":"NAME"\' in frames)')
     return snaps.result(array("q"))
 
 
-def _run_latency(spec: RoomSpec, clients: list[_RoomClient], times: tuple[int, int, int]) -> dict[
+def _run_latency(spec: RoomSpec, clients: list[RoomClient], times: tuple[int, int, int]) -> dict[
     str, Any
 ]:
     """Senders pace stamped texts; timed clients measure, the rest only count.
@@ -308,14 +315,14 @@ def _run_latency(spec: RoomSpec, clients: list[_RoomClient], times: tuple[int, i
         probe = client.sender >= 0 or client.probe
         (timed if probe else lazy).register(client.sock, selectors.EVENT_READ, client)
     senders = [c for c in clients if c.sender >= 0]
-    buf = bytearray(_RECV_SIZE)
+    buf = bytearray(RECV_SIZE)
     view = memoryview(buf)
     interval_ns = int(1e9 / spec.per_sender_rate)
     lazy_ns = int(_LAZY_DRAIN * 1e9)
     samples: array[int] = array("q")
     snaps = _Snapshots(t_m0, t_m1)
     deliveries = 0
-    _wait_until(t_start)
+    wait_until(t_start)
     for client in senders:  # spread the senders' ticks evenly over one interval
         client.next_ns = t_start + interval_ns * client.sender // spec.total_senders
     next_drain = t_start
@@ -347,22 +354,25 @@ def _run_latency(spec: RoomSpec, clients: list[_RoomClient], times: tuple[int, i
 
 def room_worker(pipe: Connection, spec: RoomSpec) -> None:
     """Log in this worker's clients, barrier, run, report; steered by the parent."""
-    clients: list[_RoomClient] = []
+    clients: list[RoomClient] = []
+    say = encode({"type": "say", "text": "x" * spec.size})
 
     def body() -> None:
         for name, sender, probe in zip(spec.names, spec.senders, spec.probes, strict=True):
             sock, decoder = _login(spec.host, spec.port, name)
-            clients.append(_RoomClient(sock, name, sender, probe, decoder))
+            clients.append(RoomClient(sock, name, sender, probe, decoder, say=say))
         pipe.send(("ready", None))
         pipe.recv()  # every worker is logged in
-        _barrier(clients)
+        barrier(clients)
         pipe.send(("synced", None))
         _, times = pipe.recv()
-        run = _run_latency if spec.mode == "latency" else _run_fanout
-        pipe.send(("done", run(spec, clients, times)))
+        if spec.mode == "latency":
+            pipe.send(("done", _run_latency(spec, clients, times)))
+        else:
+            pipe.send(("done", run_fanout(spec.window, clients, times)))
 
     try:
-        _work(pipe, body)
+        work(pipe, body)
     finally:
         for client in clients:
             client.sock.close()
@@ -401,10 +411,10 @@ def _first_frame(client: _IdleClient, buf: bytearray, n: int) -> bool:
         return False
     # A welcome lists everyone online: decoding 10,000 names per login would
     # make the generator, not the server, the O(N^2) part. Check its head.
-    if not first.startswith(_WELCOME_HEAD, HEADER_SIZE):
+    if not first.startswith(WELCOME_HEAD, HEADER_SIZE):
         message = decode_payload(first[HEADER_SIZE:end])
         if message.get("type") != "welcome":
-            raise _refusal(message)
+            raise refusal(message)
     client.first = None  # the rest (joins) is read and dropped
     return True
 
@@ -423,7 +433,7 @@ class _IdleLoad:
         self.fresh = selectors.DefaultSelector()
         self.online = selectors.DefaultSelector()
         self.clients: list[_IdleClient] = []
-        self.buf = bytearray(_RECV_SIZE)
+        self.buf = bytearray(RECV_SIZE)
         self.hello_pending = 0
         self.pongs_pending = 0
         self.closing = False
@@ -470,7 +480,7 @@ class _IdleLoad:
                 self._read(key.data)
 
     def until(self, done: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + _SETUP_TIMEOUT
+        deadline = time.monotonic() + SETUP_TIMEOUT
         while not done():
             if time.monotonic() > deadline:
                 raise BenchError(f"timed out {what}")
@@ -495,17 +505,17 @@ def idle_worker(pipe: Connection, spec: IdleSpec) -> None:
     def body() -> None:
         pipe.send(("ready", None))
         _, t_start = pipe.recv()
-        _wait_until(t_start)
-        cpu0 = _cpu_now()[0]
+        wait_until(t_start)
+        cpu0 = cpu_now()[0]
         for name in spec.names:
             load.until(lambda: load.hello_pending < spec.window, "logging in idle clients")
-            sock = socket.create_connection((spec.host, spec.port), timeout=_SETUP_TIMEOUT)
-            sock.sendall(_hello(name))
+            sock = socket.create_connection((spec.host, spec.port), timeout=SETUP_TIMEOUT)
+            sock.sendall(hello(name))
             sock.setblocking(False)
             load.add(sock, name)
             load.pump(0)
         load.until(lambda: not load.hello_pending, "waiting for welcomes")
-        pipe.send(("connected", (time.monotonic_ns(), _cpu_now()[0] - cpu0)))
+        pipe.send(("connected", (time.monotonic_ns(), cpu_now()[0] - cpu0)))
         load.until(pipe.poll, "waiting for the other generators")  # reading joins meanwhile
         pipe.recv()
         ping = encode({"type": "ping", "t": _BARRIER_T})
@@ -520,6 +530,6 @@ def idle_worker(pipe: Connection, spec: IdleSpec) -> None:
         pipe.recv()
 
     try:
-        _work(pipe, body)
+        work(pipe, body)
     finally:
         load.close()

@@ -2,7 +2,9 @@
 
 ``chatd bench`` usually starts its own ``python -m chatd run`` on a free port
 (one fresh server per run, so runs do not inherit each other's history or
-memory) and reads its CPU time, RSS and thread count from ``/proc``.
+memory) and reads its CPU time, RSS and thread count from ``/proc``. It can
+start the server from another source tree (an older release checked out with
+``git worktree``), so that two releases are measured by the same generators.
 """
 
 from __future__ import annotations
@@ -70,6 +72,22 @@ class Server:
                 return int(line.split()[1])
         return None
 
+    def helpers_cpu_seconds(self) -> float | None:
+        """CPU time of the server's child processes (its password hash workers)."""
+        children = self._proc_file(f"task/{self.pid}/children")
+        if children is None:
+            return None
+        total = 0.0
+        for pid in children.split():
+            seconds = Server("", 0, int(pid)).cpu_seconds()
+            total += seconds or 0.0
+        return total
+
+    @property
+    def control(self) -> Path | None:
+        """The control socket of a server this bench started (in its data directory)."""
+        return None if self.data_dir is None else Path(self.data_dir.name) / "control.sock"
+
     def rss_kib(self) -> int | None:
         return self._status("VmRSS")
 
@@ -108,11 +126,17 @@ def run_delay(schedstat: str | None) -> float | None:
     return int(schedstat.split()[1]) / 1e9
 
 
-def start_server(db: str, extra: list[str], cpus: set[int] | None) -> Server:
+def start_server(
+    db: str, extra: list[str], cpus: set[int] | None, tree: Path | None = None
+) -> Server:
     """Start ``python -m chatd run`` on a free port and wait until it listens.
 
     ``db`` is ``:memory:``, ``store`` (the default database in the data
-    directory) or a path. ``cpus`` pins the server to those CPUs.
+    directory) or a path. ``cpus`` pins the server to those CPUs. ``tree``
+    runs the server's code from that source tree (its ``chatd`` and
+    ``protocol`` packages) with this interpreter and its installed libraries:
+    it goes first on ``PYTHONPATH`` and is the working directory, which ``-m``
+    puts before everything else on ``sys.path``.
     """
     data_dir = tempfile.TemporaryDirectory(prefix="chatd-bench-")
     log_path = Path(data_dir.name) / "server.log"
@@ -125,8 +149,13 @@ def start_server(db: str, extra: list[str], cpus: set[int] | None) -> Server:
     if db != "store":
         cmd += ["--db", db]
     cmd += extra
+    env = None
+    if tree is not None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                env=env, cwd=tree)
     server = Server("127.0.0.1", 0, proc.pid, proc, data_dir)
     if cpus:
         os.sched_setaffinity(proc.pid, cpus)

@@ -63,6 +63,7 @@ class Connection:
         "kind",
         "label",
         "last_rx",
+        "lazy_pos",
         "name",
         "out",
         "out_len",
@@ -103,6 +104,7 @@ class Connection:
         self.held_len = 0
         self.held_asked = 0
         self.windows: dict[Any, list[int]] | None = None  # this turn's channel windows (chatd.turn)
+        self.lazy_pos: dict[Any, int] | None = None  # per channel (chatd.turn)
         self.proto = 0  # the session's protocol version once logged in
         self.person: Any = None  # the chatd.people.Person of a session
         self.busy = False  # a request waits on the hash worker: input waits too

@@ -312,6 +312,21 @@ class Core:
         self.frames_out += frames
         return released
 
+    def presence_waiting(self) -> bool:
+        """Whether presence frames wait for :meth:`flush_presence` (chatd.turn)."""
+        return self.turn.lazy_waiting()
+
+    def flush_presence(self) -> list[Connection]:
+        """Queue every session's waiting presence (between turns); returns the
+        connections given output."""
+        frames, given = self.turn.flush_lazy()
+        self.frames_out += frames
+        return given
+
+    def audience(self) -> int:
+        """Sessions and watchers: what the presence delay scales with."""
+        return len(self.online) + len(self.watch.conns)
+
     def overflow(self, conn: Connection) -> bool:
         """The connection's unsent output passed max_outbuf (contract §6).
 
@@ -518,10 +533,12 @@ class Core:
     def _forget_room(self, key: str) -> None:
         del self.rooms[key]
 
-    def enter(self, room: Room, person: Person, role: str) -> None:
-        """``person`` becomes a member: every other online member gets ``join``."""
+    def enter(self, room: Room, person: Person, role: str, *, lazy: bool = False) -> None:
+        """``person`` becomes a member: every other online member gets ``join``
+        (``lazy`` at a login: it may wait for other presence, see chatd.turn)."""
         self.turn.broadcast(room.chan, encode(m.room_event(
-            "join", room.name, self.ts, name=person.name)), durable=True, skip=person.conn)
+            "join", room.name, self.ts, name=person.name)), durable=True, skip=person.conn,
+            lazy=lazy)
         self.add_member(room, person, role)
 
     def add_member(self, room: Room, person: Person, role: str) -> None:
@@ -724,7 +741,7 @@ class Core:
                 chan1 = self.lobby.chan1
                 assert chan1 is not None
                 self.turn.broadcast(chan1, encode(m.join(person.name, self.ts)),
-                                    skip=person.conn)
+                                    skip=person.conn, lazy=True)
         elif self.lobby_online.pop(person.key, None) is not None:
             self._roster = None
 
@@ -734,7 +751,7 @@ class Core:
             self.lobby_online_set(person, False)
             chan1 = self.lobby.chan1
             assert chan1 is not None
-            self.turn.broadcast(chan1, encode(m.leave(person.name, self.ts, reason)))
+            self.turn.broadcast(chan1, encode(m.leave(person.name, self.ts, reason)), lazy=True)
 
     def roster(self) -> bytes:
         """The JSON array of online lobby members, in login order (version 1
@@ -749,7 +766,7 @@ class Core:
         frame = encode(m.presence(person.name, online, self.ts, reason))
         rooms = list(person.rooms.values())
         if len(rooms) == 1:
-            self.turn.broadcast(rooms[0].chan, frame, skip=person.conn)
+            self.turn.broadcast(rooms[0].chan, frame, skip=person.conn, lazy=True)
             return
         seen: set[Connection] = set()
         for room in rooms:
@@ -796,7 +813,8 @@ class Core:
         if reason is not None:
             self.lobby_leave(person, reason)
             self.presence(person, False, reason)
-            self.turn.broadcast(self.watch, encode(m.leave(person.name, self.ts, reason)))
+            self.turn.broadcast(self.watch, encode(m.leave(person.name, self.ts, reason)),
+                                lazy=True)
         else:
             self.lobby_online.pop(person.key, None)
             self._roster = None

@@ -218,14 +218,14 @@ def _admit(core: Core, conn: Connection, msg: Message, ref: str | None, *, key: 
         # Memberships first (others see ``join``), then presence to those rooms.
         if v1:
             if LOBBY not in person.rooms:
-                core.enter(core.lobby, person, MEMBER)
+                core.enter(core.lobby, person, MEMBER, lazy=True)
         elif not person.account:
             for room in default_rooms(core, person):
-                core.enter(room, person, MEMBER)
+                core.enter(room, person, MEMBER, lazy=True)
         if LOBBY in person.rooms:
             core.lobby_online_set(person, True)
         core.presence(person, True)
-        core.turn.broadcast(core.watch, encode(m.join(person.name, core.ts)))
+        core.turn.broadcast(core.watch, encode(m.join(person.name, core.ts)), lazy=True)
     elif v1 and LOBBY not in person.rooms:  # a takeover across versions
         core.enter(core.lobby, person, MEMBER)
     for channel in core.channels(conn):

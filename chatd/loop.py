@@ -14,8 +14,9 @@ are sockets; each connection's bytes go through its
 4. ``core.end_turn()``: group commit, then the staged frames go to out-buffers;
 5. at most ONE ``send``/``sendmsg`` per connection, capped in bytes; what is
    left waits for ``EVENT_WRITE``, registered only while output remains (or
-   the transport holds bytes of its own). A streamed backlog is refilled as
-   the client reads it; a connection over ``max_outbuf`` is a slow consumer;
+   the transport holds bytes of its own). Presence (``join``/``leave``) may
+   wait a moment to go out with more (see ``Server._presence``); a streamed
+   backlog is refilled as the client reads it; a connection over ``max_outbuf`` is a slow consumer;
 6. reap: a closing connection whose last frame is out gets ``shutdown(SHUT_WR)``
    and lingers (reading and discarding) for up to a second before ``close``.
 
@@ -62,6 +63,8 @@ LISTEN_BACKLOG = 4096
 LINGER_S = 1.0  # contract §3.5: keep reading this long after our last frame
 SHUTDOWN_LINGER_S = 0.25  # "up to a second": shorter when the whole server is leaving
 FLUSH_TIMEOUT_S = 5.0  # a closing connection that does not read is cut off
+PRESENCE_DELAY_PER_MEMBER_S = 0.00005  # presence batching: 0.5 s at 10,000 sessions
+PRESENCE_DELAY_MAX_S = 0.5
 ACCEPT_BACKOFF_S = 0.2  # out of file descriptors: stop accepting this long
 STATUS_EVERY_S = 5.0  # notify("STATUS=...") period
 
@@ -122,6 +125,7 @@ class Server:
         self.accepting = False
         self.fd_warned = False
         self.parked: set[Connection] = set()  # frames waiting until output drains
+        self.presence_due = 0.0  # when the core's waiting presence goes out, 0 if none
 
     # --- start and stop ------------------------------------------------------
 
@@ -308,6 +312,7 @@ class Server:
             if core.stop_requested and not core.stopping:
                 self._begin_shutdown("control request")
             released = core.end_turn()
+            self._presence(released, now)
             self._flush_all(released, writable)
             if core.stopping and (not core.conns or now >= (self.grace_deadline or now)):
                 if core.conns:
@@ -328,7 +333,7 @@ class Server:
             elif kind == "status":
                 self.notify(f"STATUS={core.status_users()} users online")
                 self.timers.schedule(now + STATUS_EVERY_S, None, "status")
-            # "grace" only wakes the loop; run() checks it.
+            # "grace" and "presence" only wake the loop; run() checks them.
 
     def _begin_shutdown(self, why: str) -> None:
         core = self.core
@@ -427,6 +432,28 @@ class Server:
             core.receive(conn, data)
         if transport.wants_write:
             writable.append(conn)
+
+    def _presence(self, released: list[Connection], now: float) -> None:
+        """Presence nobody's other output took along waits in the core's lazy
+        logs up to PRESENCE_DELAY_PER_MEMBER_S times the audience (at most
+        PRESENCE_DELAY_MAX_S), then goes to every session at once.
+
+        A login storm (10,000 clients connecting) otherwise costs a push and a
+        send per session per login. Order is kept: any other frame for a
+        connection queues its waiting presence first (see chatd.turn).
+        """
+        core = self.core
+        assert core is not None
+        if not core.presence_waiting():
+            self.presence_due = 0.0
+            return
+        if not self.presence_due:
+            delay = min(PRESENCE_DELAY_MAX_S, core.audience() * PRESENCE_DELAY_PER_MEMBER_S)
+            self.presence_due = now + delay
+            self.timers.schedule(self.presence_due, None, "presence")
+        if now >= self.presence_due:
+            released.extend(core.flush_presence())
+            self.presence_due = 0.0
 
     def _flush_all(self, released: list[Connection], writable: list[Connection]) -> None:
         core = self.core

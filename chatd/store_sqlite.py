@@ -293,7 +293,10 @@ class SqliteRoomLog:
             if not chunk:
                 return
             for item in chunk:
-                if item.seq >= self.oldest_seq:
+                oldest = self.oldest_seq
+                if not oldest:
+                    return
+                if item.seq >= oldest:
                     yield item
             nxt = chunk[-1].seq + 1
 
@@ -592,7 +595,7 @@ class SqliteStore:
             found.extend((room, _stored(row)) for row in self.read(
                 sql, (log_id, base, base + room_log.oldest_seq, base + hi, *args, limit)))
         if not one_room:
-            found.sort(key=lambda hit: (-hit[1].ts, 0,
+            found.sort(key=lambda hit: (-hit[1].ts, self._names.get(hit[0], hit[0]),
                                         -hit[1].seq))
         return found[:limit]
 

@@ -20,6 +20,18 @@ Durable changes stay revocable until the end of the turn: if the store refuses
 the turn's commit, their broadcasts become empty and each requester's
 :class:`Outcome` turns into an ``unavailable`` error in place, so nothing
 unstored ever reaches a socket.
+
+Presence is batched across turns. A turn whose broadcasts are all **lazy**
+(the ``join``/``leave``/``presence`` of logins and logouts) does not visit the
+channels' subscribers (10,000 logins one after another would cost 10,000 x
+10,000 pushes and sends): its frames go to each channel's **lazy log**, and
+each subscriber's ``lazy_pos`` says where its pending part starts (one that
+came later starts at the end). Before anything else reaches a connection (it
+is touched, or a turn with other traffic releases) its pending lazy frames go
+first, merged by number, so §3.6 order holds; the rest waits for
+:meth:`Turn.flush_lazy` (the loop's presence timer), which gives every
+subscriber its part of ONE joined blob per channel and empties the logs.
+Numbers count across turns, so frames of several turns merge in order.
 """
 
 from __future__ import annotations
@@ -37,14 +49,19 @@ _NEVER = 1 << 62  # a window that has not ended
 class Channel:
     """An audience and its broadcasts of the current turn."""
 
-    __slots__ = ("blob", "conns", "frames", "numbers", "offsets")
+    __slots__ = ("blob", "conns", "frames", "lazy", "lazy_base", "lazy_numbers", "numbers")
 
     def __init__(self) -> None:
         self.conns: set[Connection] = set()
         self.frames: list[bytes] = []
-        self.numbers: list[int] = []  # the turn-wide number of each frame
+        self.numbers: list[int] = []  # the number of each frame
         self.blob = b""
-        self.offsets: list[int] | None = None
+        self.lazy: list[bytes] = []  # lazy frames of earlier turns, not yet sent to all
+        self.lazy_numbers: list[int] = []
+        self.lazy_base = 0  # the absolute position of lazy[0]
+
+    def lazy_end(self) -> int:
+        return self.lazy_base + len(self.lazy)
 
     def __repr__(self) -> str:
         return f"<Channel {len(self.conns)} conns, {len(self.frames)} frames>"
@@ -66,10 +83,14 @@ class Outcome:
 class Turn:
     """Staged output of the current loop turn (see the module docstring)."""
 
-    __slots__ = ("active", "count", "durable", "outcomes", "touched", "unicast_frames")
+    __slots__ = ("active", "count", "durable", "lazy_channels", "lazy_frames", "outcomes",
+                 "touched", "unicast_frames", "urgent")
 
     def __init__(self) -> None:
-        self.count = 0
+        self.count = 0  # numbers given so far: they grow across turns
+        self.urgent = False  # a broadcast of this turn is not lazy
+        self.lazy_channels: set[Channel] = set()  # channels whose lazy log is not empty
+        self.lazy_frames = 0  # lazy frames pushed this turn (counted at release)
         self.active: list[Channel] = []
         self.touched: list[Connection] = []
         self.unicast_frames = 0
@@ -84,7 +105,31 @@ class Turn:
         if staged is None:
             conn.staged = staged = []
             self.touched.append(conn)
+            if self.lazy_channels:
+                self._catch_up(conn)
         return staged
+
+    @staticmethod
+    def _pending(conn: Connection, channel: Channel) -> int:
+        """Where the connection's pending part of the channel's lazy log starts."""
+        pos = conn.lazy_pos.get(channel) if conn.lazy_pos is not None else None
+        return 0 if pos is None or pos < channel.lazy_base else pos - channel.lazy_base
+
+    def _catch_up(self, conn: Connection) -> None:
+        """Push the connection's pending lazy frames (all of earlier turns) now,
+        merged by number, before anything of this turn."""
+        streams = []
+        for channel in self.lazy_channels:
+            if conn in channel.conns:
+                start = self._pending(conn, channel)
+                if start < len(channel.lazy):
+                    streams.append(list(zip(channel.lazy_numbers[start:],
+                                            channel.lazy[start:], strict=True)))
+                _set_pos(conn, channel, channel.lazy_end())
+        if streams:
+            frames = [f for _, f in (heapq.merge(*streams) if len(streams) > 1 else streams[0])]
+            conn.push(b"".join(frames))
+            self.lazy_frames += len(frames)
 
     def unicast(self, conn: Connection, frame: bytes, frames: int = 1) -> None:
         """A frame for one connection, after every broadcast staged so far."""
@@ -100,12 +145,15 @@ class Turn:
         conn.staged_bytes += len(ok)
 
     def broadcast(self, channel: Channel, frame: bytes, *, durable: bool = False,
-                  skip: Connection | None = None) -> None:
-        """A frame for every subscriber of ``channel`` (but ``skip``)."""
+                  skip: Connection | None = None, lazy: bool = False) -> None:
+        """A frame for every subscriber of ``channel`` (but ``skip``); ``lazy``
+        frames (presence) may wait for :meth:`flush_lazy` if nothing else goes."""
         if not channel.frames:
             if not channel.conns:
                 return
             self.active.append(channel)
+        if not lazy:
+            self.urgent = True
         if durable:
             self.durable.append((channel, len(channel.frames)))
         channel.frames.append(frame)
@@ -128,8 +176,11 @@ class Turn:
         """From now on ``conn`` gets the channel's broadcasts (not earlier ones)."""
         if conn in channel.conns:
             return
+        windows = self._windows(conn)  # touches it: its pending lazy frames go first
         channel.conns.add(conn)
-        window = self._windows(conn).get(channel)
+        if channel.lazy:  # (with an empty log, no position means the same)
+            _set_pos(conn, channel, channel.lazy_end())
+        window = windows.get(channel)
         if window is None:
             self._windows(conn)[channel] = [self.count, _NEVER]
         else:  # left and came back in one turn: one window, gap included
@@ -139,8 +190,8 @@ class Turn:
         """``conn`` gets the broadcasts staged so far, none after."""
         if conn not in channel.conns:
             return
+        windows = self._windows(conn)  # touches it: its pending lazy frames go first
         channel.conns.discard(conn)
-        windows = self._windows(conn)
         window = windows.get(channel)
         if window is None:
             windows[channel] = [0, self.count]
@@ -172,6 +223,12 @@ class Turn:
         frames = self.unicast_frames
         released = list(self.touched)
         active = [ch for ch in self.active if ch.frames]
+        if active and not self.urgent:
+            return self._release_lazy(active, released, frames, retry_after_ms)
+        if active and self.lazy_channels:  # other traffic takes everyone's presence along
+            more, given = self.flush_lazy()
+            frames += more
+            released.extend(given)
         for channel in active:
             channel.blob = b"".join(channel.frames)
         if len(active) == 1:
@@ -186,18 +243,91 @@ class Turn:
             frames += self._release_many(active, released)
         for conn in self.touched:
             frames += self._release_touched(conn, active, retry_after_ms)
+        return self._done(active, frames, released)
+
+    def _done(self, active: list[Channel], frames: int, released: list[Connection]
+              ) -> tuple[int, list[Connection]]:
         for channel in active:
             channel.frames = []
             channel.numbers = []
             channel.blob = b""
-            channel.offsets = None
+        frames += self.lazy_frames
+        self.lazy_frames = 0
         self.active = []
         self.touched = []
-        self.count = 0
+        self.urgent = False
         self.unicast_frames = 0
         self.durable = []
         self.outcomes = []
         return frames, released
+
+    def _release_lazy(self, active: list[Channel], released: list[Connection], frames: int,
+                      retry_after_ms: int) -> tuple[int, list[Connection]]:
+        """A presence-only turn: its frames join the lazy logs; only the touched
+        connections get theirs now (after their pending part)."""
+        for conn in self.touched:
+            frames += self._release_touched(conn, active, retry_after_ms)
+        for channel in active:
+            for number, frame in zip(channel.numbers, channel.frames, strict=True):
+                if frame:
+                    channel.lazy.append(frame)
+                    channel.lazy_numbers.append(number)
+            if channel.lazy:
+                self.lazy_channels.add(channel)
+            end = channel.lazy_end()
+            for conn in self.touched:
+                if conn in channel.conns:
+                    _set_pos(conn, channel, end)
+        return self._done(active, frames, released)
+
+    def lazy_waiting(self) -> bool:
+        return bool(self.lazy_channels)
+
+    def flush_lazy(self) -> tuple[int, list[Connection]]:
+        """Give every subscriber its pending lazy frames and empty the logs:
+        one joined blob per channel, shared by reference (a subscriber of
+        several channels with pending frames gets them merged by number)."""
+        if not self.lazy_channels:
+            return 0, []
+        frames = 0
+        given: list[Connection] = []
+        joined: dict[Channel, tuple[bytes, list[int]]] = {}
+        several: dict[Connection, list[Channel]] = {}
+        for channel in self.lazy_channels:
+            blob = b"".join(channel.lazy)
+            offsets = [0]
+            for frame in channel.lazy:
+                offsets.append(offsets[-1] + len(frame))
+            joined[channel] = (blob, offsets)
+            for conn in channel.conns:
+                several.setdefault(conn, []).append(channel)
+        for conn, channels in several.items():
+            if len(channels) == 1:
+                channel = channels[0]
+                start = self._pending(conn, channel)
+                if start >= len(channel.lazy):
+                    continue
+                blob, offsets = joined[channel]
+                conn.push_from(blob, offsets[start])
+                frames += len(channel.lazy) - start
+            else:
+                streams = []
+                for channel in channels:
+                    start = self._pending(conn, channel)
+                    streams.append(list(zip(channel.lazy_numbers[start:],
+                                            channel.lazy[start:], strict=True)))
+                merged = [f for _, f in heapq.merge(*streams)]
+                if not merged:
+                    continue
+                conn.push(b"".join(merged))
+                frames += len(merged)
+            given.append(conn)
+        for channel in self.lazy_channels:
+            channel.lazy_base = channel.lazy_end()
+            channel.lazy = []
+            channel.lazy_numbers = []
+        self.lazy_channels = set()
+        return frames, given
 
     @staticmethod
     def _release_many(active: list[Channel], released: list[Connection]) -> int:
@@ -274,6 +404,12 @@ class Turn:
             pending = next(events, None)
         _push_parts(conn, parts)
         return frames
+
+
+def _set_pos(conn: Connection, channel: Channel, pos: int) -> None:
+    if conn.lazy_pos is None:
+        conn.lazy_pos = {}
+    conn.lazy_pos[channel] = pos
 
 
 def _push_parts(conn: Connection, parts: list[bytes]) -> None:

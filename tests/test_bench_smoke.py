@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 
-def _bench(*args: str, timeout: float) -> tuple[int, str, str]:
+def run_bench(*args: str, timeout: float) -> tuple[int, str, str]:
     """Run ``python -m chatd.bench ARGS`` in its own process group, so that a
     timeout also ends the server and the load generators it started."""
     proc = subprocess.Popen(
@@ -30,13 +30,14 @@ def _bench(*args: str, timeout: float) -> tuple[int, str, str]:
 
 
 def test_bench_all_prints_the_figures() -> None:
-    code, out, err = _bench(
+    code, out, err = run_bench(
         "all", "--runs", "1", "--clients", "10", "--senders", "2", "--duration", "1",
         "--warmup", "0.3", "--rate", "2000", "--idle-connections", "200", "--idle-procs", "2",
-        "--json", timeout=90,
+        "--rooms-clients", "20", "--rooms-senders", "2", "--storm-rate", "2",
+        "--json", timeout=120,
     )
     assert code == 0, err
-    for head in ("machine:", "fan-out:", "latency:", "idle:"):
+    for head in ("machine:", "fan-out:", "latency:", "idle:", "rooms:", "storm:"):
         assert head in err, err
     results = json.loads(out)["results"]
     fanout = results["fanout"][":memory:"]["median"]
@@ -54,6 +55,6 @@ def test_bench_all_prints_the_figures() -> None:
 def test_bench_rejects_bad_flags() -> None:
     for flag, bad in (("--clients", "0"), ("--duration", "nan"), ("--warmup", "-1"),
                       ("--port", "99999")):
-        code, _, err = _bench("fanout", flag, bad, timeout=30)
+        code, _, err = run_bench("fanout", flag, bad, timeout=30)
         assert code == 2
         assert err.startswith(f"chatd bench: argument {flag}") and err.count("\n") == 1, err

@@ -64,6 +64,7 @@ class Harness:
     def end(self) -> None:
         self.core.hashed(self.hasher.results())
         self.core.end_turn()
+        self.core.flush_presence()  # as if the presence timer fired at once
         self.core.closing = []
 
     def connect(self, kind: int = CHAT) -> Connection:

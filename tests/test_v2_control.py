@@ -110,6 +110,9 @@ def test_rooms_room_add_and_room_remove(srv: ServerProcess) -> None:
     _fails(srv, {"type": "room_add", "room": dm_name("aa", "bb")}, "not_allowed")
     _fails(srv, {"type": "room_add", "room": "a b"}, "bad_room")
     _fails(srv, {"type": "room_add", "room": public + "x", "private": "no"}, "bad_request")
+    _fails(srv, {"type": "room_add"}, "bad_request")
+    _fails(srv, {"type": "room_remove", "room": 5}, "bad_request")
+    _fails(srv, {"type": "no_such_request"}, "unknown_type")
     joined = join(a, public)
     assert joined["role"] == "member" and joined["kind"] == "public"  # no owner
     error(a, {"type": "join", "room": private}, "not_allowed")

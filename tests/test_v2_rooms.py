@@ -524,3 +524,21 @@ def test_max_rooms(tmp_path: Path) -> None:
                 error(a, {"type": "join", "room": existing}, "not_allowed")
             call(a, {"type": "part", "room": first})
             assert join(a, existing)["room"] == existing
+
+
+def test_kick_an_offline_member(srv: ServerProcess) -> None:
+    owner, a = _user(srv, "ko")
+    absent, b = _user(srv, "ka")
+    room = unique("off")
+    join(a, room)
+    join(b, room)
+    bye(b)
+    events(a)
+    a.send({"type": "kick", "room": room, "name": absent, "id": "k"})
+    frames = events(a)
+    assert [f["type"] for f in frames] == ["ok", "part"], frames
+    assert (frames[1]["name"], frames[1]["reason"], frames[1]["by"]) == (
+        absent, "kicked", owner)
+    with login2(srv, absent, password=PASSWORD) as again:
+        assert room not in [r["room"] for r in again.welcome["rooms"]]
+    a.close()
