@@ -418,6 +418,8 @@ def room_run(bench: Bench, mode: str, setup: Setup, storm_rate: float = 0.0) -> 
         result["logins_started_per_s"] = report["started"] / args.duration
         result["logins_answered_per_s"] = report["answered_in_window"] / args.duration
         result["logins_unfinished"] = report["unfinished"]
+        result["logins_refused"] = sum(report["refused"].values())
+        result["logins_refused_by_code"] = report["refused"]
         result.update(_quantiles(list(report["samples"]), "login_"))
     return result
 
@@ -575,11 +577,14 @@ def _storm_line(r: _Result) -> str:
     def ms(key: str) -> str:
         return "n/a" if r.get(key) is None else f"{r[key]:.0f}"
 
+    codes = r.get("logins_refused_by_code") or {}
+    refused = f"{r['logins_refused']}" + (f" ({json.dumps(codes)})" if codes else "")
+
     return (f"{r['logins_started_per_s']:.0f} logins/s started, {r['logins_answered_per_s']:.1f}"
             f"/s welcomed in the window; login p50 {ms('login_p50_ms')} ms, p99 "
             f"{ms('login_p99_ms')} ms, max {ms('login_max_ms')} ms; "
-            f"{r['logins_unfinished']} unanswered {GRACE:g} s after; hash workers CPU "
-            f"{_share(r.get('hash_workers_cpu'))}")
+            f"{r['logins_unfinished']} unanswered {GRACE:g} s after, {refused} refused; "
+            f"hash workers CPU {_share(r.get('hash_workers_cpu'))}")
 
 
 def bench_storm(bench: Bench) -> None:
@@ -598,6 +603,7 @@ def bench_storm(bench: Bench) -> None:
             bench.say(f"  storm run {number}/{args.runs} [{rate:g} logins/s]: "
                       f"{_latency_line(result)}{storm}")
     login_keys = ["logins_started_per_s", "logins_answered_per_s", "logins_unfinished",
+                  "logins_refused",
                   "login_p50_ms", "login_p99_ms", "login_max_ms", "login_samples",
                   "hash_workers_cpu"]
     quiet = _median(runs[0.0], _ROOM_KEYS + _LATENCY_KEYS)

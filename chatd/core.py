@@ -77,7 +77,6 @@ class Core:
         self.ts = wall_ms
         self.people: dict[str, Person] = {}  # accounts, and guests while online
         self.rooms: dict[str, Room] = {}
-        self.removed_seqs: dict[str, int] = {}
         self.online: dict[str, Connection] = {}  # name key -> session
         self.watch = Channel()  # control-socket watchers
         self.lobby_online: dict[str, str] = {}  # key -> name of online lobby members
@@ -111,7 +110,6 @@ class Core:
     def _load(self) -> None:
         """Rebuild the state from the store; create ``lobby`` and the default rooms."""
         snap = self.store.load()
-        self.removed_seqs = dict(snap.removed_seqs)
         for account in snap.accounts:
             self.people[account.key] = Person(account.key, account.name, account=True,
                                               hash=account.hash)
@@ -628,29 +626,37 @@ class Core:
                     undo)
 
     def remove_room(self, room: Room) -> None:
-        """Delete a room and its history; online members get ``part`` removed."""
-        frame_for = {}
-        for key in list(room.members):
+        """Delete a room and its history; each online member gets ``part``
+        removed naming itself. Undone in full if the commit fails."""
+        gone: list[tuple[Person, str, int | None]] = []
+        for key, role in list(room.members.items()):
             person = self.people.get(key)
             if person is None:
                 continue
-            if person.conn is not None and person.conn.proto == PROTO_V2:
-                frame_for[person.conn] = encode(m.room_event(
-                    "part", room.name, self.ts, name=person.name, reason="removed"))
-        for key in list(room.members):
-            person = self.people.get(key)
-            if person is not None:
-                room.members.pop(key)
-                person.rooms.pop(room.key, None)
-                person.markers.pop(room.key, None)
-                if person.conn is not None:
-                    self.turn.unsubscribe(person.conn, room.chan)
-        for conn, frame in frame_for.items():
-            self.turn.unicast(conn, frame)
+            gone.append((person, role, person.markers.pop(room.key, None)))
+            del room.members[key]
+            person.rooms.pop(room.key, None)
+            conn = person.conn
+            if conn is not None:
+                self.turn.unsubscribe(conn, room.chan)
+                if conn.proto == PROTO_V2:
+                    self.turn.outcome(conn, encode(m.room_event(
+                        "part", room.name, self.ts, name=person.name, reason="removed")),
+                        None, silent=True)
         del self.rooms[room.key]
-        self.removed_seqs[room.key] = room.seq
-        self.ops.append(records.RemoveRoom(room.key))
-        self.undo.append(lambda: self.rooms.__setitem__(room.key, room))
+
+        def undo() -> None:
+            self.rooms[room.key] = room
+            for person, role, marker in gone:
+                room.members[person.key] = role
+                person.rooms[room.key] = room
+                if marker is not None:
+                    person.markers[room.key] = marker
+                conn = person.conn
+                if conn is not None and conn.proto == PROTO_V2 and conn.state == USER:
+                    self.turn.subscribe(conn, room.chan)
+
+        self.change(records.RemoveRoom(room.key), undo)
 
     # --- messages -------------------------------------------------------------------
 

@@ -5,22 +5,16 @@ whose log has been read, so that backlogs, ``since`` resumes, ``history`` pages
 and the idempotency check of ``say`` about recent messages never touch the
 disk. Seqs in a room are contiguous (the store refuses a gap), which lets the
 tail find a message by seq arithmetic instead of a search.
-
-``Stored`` and ``StoreError`` are re-exported for the modules that still import
-them from here; they live in :mod:`chatd.records` and :mod:`chatd.store`.
 """
 
 from __future__ import annotations
 
 import functools
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from chatd.records import Stored
-from chatd.store import StoreError
 from protocol import name_key
-
-__all__ = ["TAIL_SIZE", "MemoryHistory", "StoreError", "Stored", "sender_key"]
 
 #: Memoised :func:`protocol.name_key`: every stored message needs its sender's
 #: key (idempotency index), and the same few senders say most messages.
@@ -44,10 +38,6 @@ class MemoryHistory:
         self._msgs: deque[Stored] = deque(maxlen=size)
         self._ids: dict[tuple[str, str], Stored] = {}
         self.append(start)
-
-    @property
-    def last_seq(self) -> int:
-        return self._msgs[-1].seq if self._msgs else 0
 
     @property
     def oldest_seq(self) -> int:
@@ -89,16 +79,6 @@ class MemoryHistory:
         if not msgs or not msgs[0].seq <= seq <= msgs[-1].seq:
             return None
         return msgs[seq - msgs[0].seq]
-
-    def after(self, since: int) -> Iterator[Stored]:
-        nxt = max(since + 1, self.oldest_seq)
-        while (item := self.get(nxt)) is not None:
-            yield item
-            nxt += 1
-
-    def latest(self, count: int) -> list[Stored]:
-        msgs = self._msgs
-        return [msgs[i] for i in range(max(0, len(msgs) - count), len(msgs))]
 
     def before(self, before: int, limit: int) -> list[Stored]:
         msgs = self._msgs

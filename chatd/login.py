@@ -14,6 +14,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from chatd.connection import USER, Connection, Welcome
+from chatd.passwords import needs_rehash
 from chatd.records import MEMBER, AccountRecord, PutAccount
 from chatd.replies import SERVER_NAME, unreadable
 from chatd.rooms import Person, Room
@@ -92,7 +93,11 @@ def _hello(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
                 raise ProtocolError("account_exists", f"{name!r} is an account")
             if key in core.online:
                 raise ProtocolError("name_taken", f"{name!r} is online")
-            proceed(create_account(core, name, record))
+            person = create_account(core, name, record)
+            core.commit()  # the welcome says ``account``: it must be stored first
+            if core.people.get(key) is not person:
+                raise _busy()
+            proceed(person)
 
         core.submit(conn, "hash", password, None, _fatal_on_error(core, conn, ref, registered))
         return
@@ -111,6 +116,15 @@ def _hello(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
                 raise _busy()
             if not ok:
                 raise ProtocolError("auth_failed", "wrong password")
+            if needs_rehash(account_person.hash):  # parameters raised since it was made
+                core.submit(conn, "hash", password, None,
+                            _fatal_on_error(core, conn, ref, rehashed))
+                return
+            proceed(account_person)
+
+        def rehashed(record: Any) -> None:
+            if isinstance(record, str):
+                set_password(core, account_person, record)
             proceed(account_person)
 
         core.check_password(conn, key, password, person.hash,
@@ -164,6 +178,17 @@ def create_account(core: Core, name: str, record: str) -> Person:
     for room in default_rooms(core, person):
         core.enter(room, person, MEMBER)
     return person
+
+
+def set_password(core: Core, person: Person, record: str) -> None:
+    """Replace an account's password hash."""
+    old = person.hash
+    person.hash = record
+
+    def undo() -> None:
+        person.hash = old
+
+    core.change(PutAccount(AccountRecord(person.key, person.name, record)), undo)
 
 
 def default_rooms(core: Core, person: Person) -> list[Room]:

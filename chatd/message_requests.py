@@ -12,6 +12,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from chatd.connection import Asked, Connection
+from chatd.login import set_password
 from chatd.records import DeleteMessage, EditMessage, Stored
 from chatd.replies import unreadable
 from chatd.rooms import Person, Room
@@ -197,7 +198,7 @@ def mark(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
         raise ProtocolError("bad_request", f"mark.seq is above the room's seq {room.seq}",
                             ref=ref)
     stored = max(seq, person.markers.get(room.key, 0))
-    if stored != person.markers.get(room.key, 0) or room.key not in person.markers:
+    if stored != person.markers.get(room.key, 0):
         core.set_marker(room, person, stored)
     core.turn.outcome(conn, encode(m.with_ref(
         {"type": "marked", "room": room.name, "seq": stored}, ref)), ref)
@@ -233,17 +234,17 @@ def search(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
 def password(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
     """Change one's own password (§12): the old one is checked in the worker."""
     person: Person = conn.person
+    new = msg.get("new")
+    problem = password_problem(new)
+    if problem is not None or not isinstance(new, str):  # value rules before not_allowed
+        raise ProtocolError("weak_password", problem or "a password is needed", ref=ref,
+                            fatal=False)
     if not person.account:
         raise ProtocolError("not_allowed", "guests have no password", ref=ref)
     wait = core.throttle.blocked(conn.address, person.key, core.now)
     if wait:
         raise ProtocolError("not_allowed", "too many failed passwords; wait", ref=ref,
                             retry_after_ms=wait)
-    new = msg.get("new")
-    problem = password_problem(new)
-    if problem is not None:
-        raise ProtocolError("weak_password", problem, ref=ref, fatal=False)
-    assert isinstance(new, str)
 
     def verified(ok: Any) -> None:
         if ok is None:
@@ -257,8 +258,6 @@ def password(core: Core, conn: Connection, msg: Message, ref: str | None) -> Non
         if not isinstance(record, str):
             raise ProtocolError("unavailable", "cannot hash passwords now", ref=ref,
                                 retry_after_ms=1000)
-        from chatd.operators import set_password
-
         set_password(core, person, record)
         core.turn.outcome(conn, encode(m.ok(ref)), ref)
 

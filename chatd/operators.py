@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from chatd.connection import WATCHER, Connection
-from chatd.login import create_account
-from chatd.records import DM, PRIVATE, PUBLIC, AccountRecord, PutAccount, RemoveAccount
+from chatd.login import create_account, set_password
+from chatd.records import DM, PRIVATE, PUBLIC, RemoveAccount
 from chatd.replies import ANNOUNCER
 from chatd.room_requests import lift_ban, remove, rooms_reply, set_op, set_topic
-from chatd.rooms import Person
 from protocol import ProtocolError, clean_text, encode, name_key, normalize_name
 from protocol import messages as m
 from protocol.limits import LOBBY
@@ -126,16 +125,6 @@ def account_password(core: Core, conn: Connection, msg: Message, ref: str | None
         core.turn.outcome(conn, encode(m.ok(ref)), ref)
 
     core.submit(conn, "hash", password, None, _hashed(ref, changed))
-
-
-def set_password(core: Core, person: Person, record: str) -> None:
-    old = person.hash
-    person.hash = record
-
-    def undo() -> None:
-        person.hash = old
-
-    core.change(PutAccount(AccountRecord(person.key, person.name, record)), undo)
 
 
 def account_remove(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:

@@ -34,10 +34,13 @@ def joined(core: Core, person: Person, room: Room, ref: str | None) -> Message:
 def _joined(core: Core, conn: Connection, room: Room, since: int | None,
             ref: str | None) -> None:
     person: Person = conn.person
-    core.turn.unicast(conn, Asked(encode(joined(core, person, room, ref))))
+    # An outcome: a membership or room made this turn may yet be refused.
+    core.turn.outcome(conn, Asked(encode(joined(core, person, room, ref))), ref)
     if since is not None:
         if core.ops:
-            core.commit()
+            core.commit()  # the backlog holds this turn's messages too
+        if person.key not in room.members:  # the commit was refused
+            return
         frames = [core.msg_frame(room, s, v1=False) for s in room.log.after(since)]
         if frames:
             core.turn.unicast(conn, Asked(b"".join(frames)), len(frames))
@@ -146,8 +149,8 @@ def invite(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
     core.set_invite(room, target.key, True)
     core.turn.outcome(conn, encode(m.ok(ref)), ref)
     if target.conn is not None and target.conn.proto == PROTO_V2:
-        core.turn.unicast(target.conn, encode(m.room_event(
-            "invited", room.name, core.ts, by=person.name)))
+        core.turn.outcome(target.conn, encode(m.room_event(
+            "invited", room.name, core.ts, by=person.name)), None, silent=True)
 
 
 def kick(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
@@ -185,10 +188,12 @@ def remove(core: Core, room: Room, target: Person, *, by: str, reason: str | Non
     core.turn.broadcast(room.chan, out, durable=True)
     session = target.conn
     if session is not None and session.proto == PROTO_V2:
-        core.turn.unicast(session, out)
+        core.turn.outcome(session, out, None, silent=True)
     if room.key == LOBBY:
         if session is not None and session.proto != PROTO_V2:
-            core.close(session, encode(m.bye("kicked", reason)), "kicked")
+            core.commit()  # a close cannot be taken back: the kick must be stored first
+            if target.key not in room.members:
+                core.close(session, encode(m.bye("kicked", reason)), "kicked")
         else:
             core.lobby_leave(target, "kicked")
 
@@ -245,7 +250,8 @@ def dm(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
         _joined(core, conn, room, None, ref)
         other = target.conn
         if other is not None and other is not conn and other.proto == PROTO_V2:
-            core.turn.unicast(other, Asked(encode(joined(core, target, room, None))))
+            core.turn.outcome(other, Asked(encode(joined(core, target, room, None))), None,
+                              silent=True)
         return
     _joined(core, conn, room, None, ref)
 

@@ -28,8 +28,9 @@ Each room's numbering is a row of ``logs`` (id, room key, last seq) that
 outlives the room: a room created again continues it. Messages are keyed by
 (log id, seq). Search uses an FTS5 table with the trigram tokenizer over the
 NFC+casefolded text, whose rowid is the message's (log id, seq) packed into
-one integer (:func:`_rowid`); terms of one or two characters, which trigrams
-cannot index, are checked with ``instr()`` on that folded text.
+one integer (:func:`_rowid`); it narrows a search to the messages holding
+every trigram of the terms, and ``instr()`` on the folded text decides (terms
+of one or two characters have no trigram: they are checked by ``instr()`` only).
 """
 
 from __future__ import annotations
@@ -106,7 +107,10 @@ _SCHEMA = (
     "CREATE UNIQUE INDEX msgs_ident ON msgs (log, sender_key, ident) WHERE ident IS NOT NULL",
     # The NFC+casefolded text of every undeleted message; case_sensitive 1:
     # the text is folded already, SQLite's own folding would only differ.
-    "CREATE VIRTUAL TABLE msgs_fts USING fts5(folded, tokenize = 'trigram case_sensitive 1')",
+    # detail=none: no positions, half the insert time and a quarter of the
+    # size; the index only narrows, instr() decides (see SqliteStore.search).
+    "CREATE VIRTUAL TABLE msgs_fts USING fts5(folded, "
+    "tokenize = 'trigram case_sensitive 1', detail = none)",
     "CREATE TABLE accounts (key TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL) "
     "WITHOUT ROWID",
     "CREATE TABLE members (room TEXT NOT NULL, account TEXT NOT NULL, role TEXT NOT NULL, "
@@ -568,17 +572,18 @@ class SqliteStore:
 
     def search(self, rooms: Sequence[str], terms: Sequence[str], limit: int,
                before: int | None = None) -> list[tuple[str, Stored]]:
-        long = [term for term in terms if len(term) >= 3]
+        # The index finds the messages holding every trigram of every term
+        # (terms of one or two characters have none); instr() then keeps
+        # exactly those where each term occurs as a substring.
+        trigrams = {term[i:i + 3] for term in terms for i in range(len(term) - 2)}
         where = ["f.rowid BETWEEN ? AND ?", "NOT m.deleted"]
         args: list[Any] = []
-        if long:
-            # Each term a phrase of its trigrams: exactly "occurs as a substring".
+        if trigrams:
             where.append("msgs_fts MATCH ?")
-            args.append(" ".join('"' + term.replace('"', '""') + '"' for term in long))
+            args.append(" ".join('"' + gram.replace('"', '""') + '"' for gram in sorted(trigrams)))
         for term in terms:
-            if len(term) < 3:
-                where.append("instr(f.folded, ?) > 0")
-                args.append(term)
+            where.append("instr(f.folded, ?) > 0")
+            args.append(term)
         one_room = len(rooms) == 1
         sql = (f"SELECT {_M_COLUMNS} FROM msgs_fts f "
                "JOIN msgs m ON m.log = ? AND m.seq = f.rowid - ? "

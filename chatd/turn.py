@@ -68,16 +68,18 @@ class Channel:
 
 
 class Outcome:
-    """A requester's answer that depends on whether the store took the turn:
-    ``ok`` (a frame, or nothing when the broadcast itself is the answer), or
-    one ``unavailable`` error with the request's ref."""
+    """A frame that depends on whether the store took the turn: a requester's
+    answer (``ok``: a frame, or nothing when the broadcast itself is the
+    answer) becomes one ``unavailable`` error with the request's ref if not;
+    a ``silent`` one (an event for one connection) is then dropped."""
 
-    __slots__ = ("ok", "ref", "refused")
+    __slots__ = ("ok", "ref", "refused", "silent")
 
-    def __init__(self, ok: bytes, ref: str | None) -> None:
+    def __init__(self, ok: bytes, ref: str | None, silent: bool = False) -> None:
         self.ok = ok
         self.ref = ref
         self.refused = False
+        self.silent = silent
 
 
 class Turn:
@@ -137,9 +139,11 @@ class Turn:
         conn.staged_bytes += len(frame)
         self.unicast_frames += frames
 
-    def outcome(self, conn: Connection, ok: bytes, ref: str | None) -> None:
-        """Stage ``ok`` for ``conn`` unless the turn's commit fails."""
-        item = Outcome(ok, ref)
+    def outcome(self, conn: Connection, ok: bytes, ref: str | None, *,
+                silent: bool = False) -> None:
+        """Stage ``ok`` for ``conn`` unless the turn's commit fails (then an
+        ``unavailable`` error in its place, or nothing if ``silent``)."""
+        item = Outcome(ok, ref, silent)
         self.outcomes.append(item)
         self._touch(conn).append((self.count, item))
         conn.staged_bytes += len(ok)
@@ -387,6 +391,8 @@ class Turn:
                 frames += 1
                 pending = next(events, None)
             if type(item) is Outcome:
+                if item.refused and item.silent:
+                    continue
                 if item.refused:
                     parts.append(encode(ProtocolError(
                         "unavailable", "the server could not store this; retry later",
