@@ -57,6 +57,11 @@ log = logging.getLogger("chatd.core")
 
 FRAMES_PER_TURN = 64  # requests handled per connection per turn (fairness)
 BACKLOG_BURST = 256 * 1024  # backlog bytes queued at a time (see Core.burst)
+HASH_COST_S = 0.05  # about what one password hash takes a worker here
+#: Hash jobs waiting per worker beyond which a login or password change is
+#: refused with ``unavailable``: at HASH_COST_S each, 100 are 5 s of waiting,
+#: half the default handshake_timeout.
+HASH_QUEUE_MAX = 100
 
 Message = dict[str, Any]
 Handler = Callable[["Core", Connection, Message, "str | None"], None]
@@ -240,7 +245,8 @@ class Core:
         for conn, kind in self.timers.pop_due(now):
             if kind == "handshake":
                 if conn.state == HANDSHAKE:
-                    self.fatal(conn, ProtocolError("timeout", "no hello in time"))
+                    self.fatal(conn, ProtocolError("timeout", "login not finished in time"
+                                                   if conn.busy else "no hello in time"))
             elif kind == "heartbeat" and conn.state == USER:
                 self._heartbeat(conn, now)
 
@@ -295,10 +301,19 @@ class Core:
         """Hand password work to the worker; ``done(result)`` runs when it is back
         (None: the worker failed), if the connection is still open; ``settle(result)``
         runs in any case. The connection's input waits meanwhile."""
+        hasher = self.hasher
+        waiting = hasher.pending() / hasher.workers()
+        if waiting >= HASH_QUEUE_MAX:
+            # A queue this long outlasts handshake_timeout: say so at once
+            # rather than let the login wait to be timed out.
+            raise ProtocolError(
+                "unavailable", "the server is busy checking passwords; retry later",
+                retry_after_ms=int(waiting * HASH_COST_S * 1000) + 1,
+                fatal=conn.state == HANDSHAKE)
         self._job += 1
         self.jobs[self._job] = (conn, done, settle)
         conn.busy = True
-        self.hasher.submit(self._job, op, password, record)
+        hasher.submit(self._job, op, password, record)
 
     def end_turn(self) -> list[Connection]:
         """Commit the turn's changes, then release every staged frame.
@@ -412,6 +427,14 @@ class Core:
             log.error("could not store %d change(s), refusing them: %s", len(ops), exc)
             for step in reversed(undo):
                 step()
+            first: dict[str, int] = {}  # each room's seq goes back to before the turn
+            for op in ops:
+                if type(op) is records.AddMessage:
+                    first.setdefault(op.room, op.msg.seq)
+            for key, seq in first.items():
+                room = self.rooms.get(key)
+                if room is not None:
+                    room.seq = seq - 1
             self.msgs_in -= sum(1 for op in ops if type(op) is records.AddMessage)
             self._roster = None
             Turn.refuse(durable, outcomes)
@@ -665,23 +688,21 @@ class Core:
         """Accept a message: the next seq, its store op, and its ``msg`` for every
         member, version 1 sessions of lobby and watchers (revocable until the
         commit); the requester gets ``ok`` (b"": its echo is the answer)."""
-        room.seq += 1
-        stored = Stored(room.seq, self.ts, sender, text, ident)
-        self.ops.append(records.AddMessage(room.key, stored))
-
-        def undo() -> None:
-            room.seq -= 1
-
-        self.undo.append(undo)
+        seq = room.seq = room.seq + 1  # taken back by commit() if the store refuses
+        ts = self.ts
+        self.ops.append(records.AddMessage(room.key, Stored(seq, ts, sender, text, ident)))
         turn = self.turn
         # Each shape is encoded only if someone is there to get it.
-        if room.chan.conns or self.watch.conns:
-            frame = self.msg_frame(room, stored, v1=False)
-            turn.broadcast(room.chan, frame, durable=True)
-            turn.broadcast(self.watch, frame, durable=True)
-        if room.chan1 is not None and room.chan1.conns:
-            turn.broadcast(room.chan1, self.msg_frame(room, stored, v1=True), durable=True)
-        if conn is not None:
+        chan1 = room.chan1
+        if chan1 is not None and chan1.conns:
+            turn.broadcast(chan1, encode(m.msg(seq, ts, sender, text, ident)), durable=True)
+        watch = self.watch
+        if room.chan.conns or watch.conns:
+            frame = encode(m.room_msg(room.name, seq, ts, sender, text, ident))
+            if watch.conns:
+                turn.broadcast(watch, frame, durable=True)
+            turn.public(room.chan, frame, conn, ok, ref)
+        elif conn is not None:
             turn.outcome(conn, ok, ref)
         self.msgs_in += 1
 
@@ -801,7 +822,13 @@ class Core:
             self.turn.unicast(conn, final)
         self.pending_input.discard(conn)
         conn.state = CLOSING
-        conn.busy = False
+        if conn.busy:  # its password work is of no use now
+            conn.busy = False
+            for job in [job for job, entry in self.jobs.items() if entry[0] is conn]:
+                self.hasher.cancel(job)
+                _, _, settle = self.jobs.pop(job)
+                if settle is not None:
+                    settle(None)
         if conn.kind == CHAT:
             self.clients -= 1
         if state == USER:

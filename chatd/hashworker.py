@@ -88,6 +88,13 @@ class Hasher(Protocol):
     def results(self) -> list[tuple[int, Result]]:
         """The jobs finished since the last call; ``None``: the job failed."""
 
+    def cancel(self, job: int) -> None:
+        """Forget ``job`` if no worker has it yet (its requester is gone); a job
+        already handed out finishes and its result is ignored by the caller."""
+
+    def workers(self) -> int:
+        """How many jobs can run at once."""
+
     def pending(self) -> int:
         """Jobs submitted whose result has not been returned yet."""
 
@@ -133,6 +140,12 @@ class InlineHasher:
     def results(self) -> list[tuple[int, Result]]:
         done, self._done = self._done, []
         return done
+
+    def cancel(self, job: int) -> None:
+        self._done = [(number, result) for number, result in self._done if number != job]
+
+    def workers(self) -> int:
+        return 1
 
     def pending(self) -> int:
         return len(self._done)
@@ -270,6 +283,12 @@ class HashWorker:
         self._dying = [child for child in self._dying if not child.reaped()]
         self._dispatch()
         return out
+
+    def cancel(self, job: int) -> None:
+        self._queue = deque(item for item in self._queue if item[0] != job)
+
+    def workers(self) -> int:
+        return len(self._slots)
 
     def pending(self) -> int:
         held = sum(len(child.jobs) for child in self._slots if child is not None)

@@ -1,20 +1,19 @@
 """What the chat core needs of a store: a snapshot to start from, per-room
 message logs to read, one commit of changes per loop turn, and search.
 
-:class:`chatd.store_sqlite.SqliteStore` is the one implementation (an SQLite
-file, or ``:memory:`` for a store that is lost at exit); cluster mode adds a
-Redis one. :func:`open_store` picks from the settings.
+:class:`chatd.store_sqlite.SqliteStore` keeps an SQLite file;
+:class:`chatd.store_memory.MemoryStore` (``--db :memory:``) keeps messages in
+memory only, lost at exit; cluster mode adds a Redis one. :func:`open_store`
+picks from the settings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from chatd.records import Op, Snapshot, Stored
-
-if TYPE_CHECKING:
-    from chatd.settings import Settings
+from chatd.settings import MEMORY_DB, Settings
 
 
 class StoreError(Exception):
@@ -80,6 +79,11 @@ class Store(Protocol):
 def open_store(settings: Settings) -> Store:
     """The store the settings ask for. Raises :class:`chatd.errors.StartupError`
     (naming the file) when it cannot be opened or is not a chatd database."""
+    # Imported here: both stores build on this module's types.
+    if settings.db_path == MEMORY_DB:
+        from chatd.store_memory import MemoryStore
+
+        return MemoryStore(retain=settings.history)
     from chatd.store_sqlite import SqliteStore
 
     return SqliteStore(settings.db_path, retain=settings.history, sync=settings.sync)

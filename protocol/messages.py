@@ -275,6 +275,16 @@ def msg(seq: int, ts: int, sender: str, text: str, ident: str | None = None) -> 
     return out
 
 
+def room_msg(room: str, seq: int, ts: int, sender: str, text: str,
+             ident: str | None = None) -> Message:
+    """A new message of a room, version 2 shape (§14)."""
+    out: Message = {"type": "msg", "room": room, "seq": seq, "ts": ts, "from": sender,
+                    "text": text}
+    if ident is not None:
+        out["id"] = ident
+    return out
+
+
 def pm(sender: str, to: str, ts: int, text: str, ident: str | None = None) -> Message:
     out: Message = {"type": "pm", "from": sender, "to": to, "ts": ts, "text": text}
     if ident is not None:
