@@ -21,7 +21,7 @@ from protocol import (
 )
 from protocol import messages as m
 from protocol.limits import CLIENT_MAX_FRAME
-from protocol.messages import Table
+from protocol.messages import V2_REQUESTS, Table
 from tests.protocol_strategies import json_values
 
 # The contract's tables, copied from its text (not from messages.py):
@@ -37,24 +37,70 @@ CHAT_SPEC: dict[str, dict[str, tuple[str, bool]]] = {
     "pong": {"t": ("any", True)},
     "bye": {},
 }
+# Version 2 (§12-§14). A password member that is missing or not a string is
+# weak_password, not bad_request (§17): the table takes any value there ("any").
+V2_SPEC: dict[str, dict[str, tuple[str, bool]]] = {
+    "hello": {"proto": ("int", True), "name": ("str", True), "token": ("str", False),
+              "agent": ("str", False), "password": ("str", False), "resume": ("obj", False),
+              "register": ("bool", False), "code": ("str", False)},
+    "say": {"room": ("str", True), "text": ("str", True)},
+    "pm": CHAT_SPEC["pm"],
+    "who": {},
+    "history": {"room": ("str", True), "before": ("int", True), "limit": ("int", False)},
+    "ping": CHAT_SPEC["ping"],
+    "pong": CHAT_SPEC["pong"],
+    "bye": {},
+    "join": {"room": ("str", True), "private": ("bool", False), "since": ("int", False)},
+    "part": {"room": ("str", True)},
+    "rooms": {},
+    "members": {"room": ("str", True)},
+    "topic": {"room": ("str", True), "topic": ("str", True)},
+    "invite": {"room": ("str", True), "name": ("str", True)},
+    "kick": {"room": ("str", True), "name": ("str", True), "reason": ("str", False),
+             "ban": ("bool", False)},
+    "unban": {"room": ("str", True), "name": ("str", True)},
+    "op": {"room": ("str", True), "name": ("str", True), "op": ("bool", True)},
+    "dm": {"to": ("str", True)},
+    "edit": {"room": ("str", True), "seq": ("int", True), "text": ("str", True)},
+    "delete": {"room": ("str", True), "seq": ("int", True)},
+    "typing": {"room": ("str", True)},
+    "mark": {"room": ("str", True), "seq": ("int", True)},
+    "search": {"query": ("str", True), "room": ("str", False), "limit": ("int", False),
+               "before": ("int", False)},
+    "password": {"old": ("str", True), "new": ("any", False)},
+}
 CONTROL_SPEC: dict[str, dict[str, tuple[str, bool]]] = {
     "status": {},
-    "kick": {"name": ("str", True), "reason": ("str", False)},
-    "announce": {"text": ("str", True)},
+    "kick": {"name": ("str", True), "reason": ("str", False), "room": ("str", False),
+             "ban": ("bool", False)},
+    "announce": {"text": ("str", True), "room": ("str", False)},
     "watch": {},
     "shutdown": {},
+    "account_add": {"name": ("str", True), "password": ("any", False)},
+    "account_remove": {"name": ("str", True)},
+    "account_password": {"name": ("str", True), "password": ("any", False)},
+    "accounts": {},
+    "rooms": {},
+    "room_add": {"room": ("str", True), "private": ("bool", False)},
+    "room_remove": {"room": ("str", True)},
+    "topic": V2_SPEC["topic"],
+    "unban": V2_SPEC["unban"],
+    "op": V2_SPEC["op"],
 }
-SPECS = [(CHAT_REQUESTS, CHAT_SPEC), (CONTROL_REQUESTS, CONTROL_SPEC)]
+SPECS = [(CHAT_REQUESTS, CHAT_SPEC), (V2_REQUESTS, V2_SPEC), (CONTROL_REQUESTS, CONTROL_SPEC)]
 CASES = [
     (table, kind, spec[kind]) for table, spec in SPECS for kind in spec
 ]
-CASE_IDS = [("chat." if t is CHAT_REQUESTS else "control.") + k for t, k, _ in CASES]
+_PREFIX = {id(CHAT_REQUESTS): "chat.", id(V2_REQUESTS): "v2.", id(CONTROL_REQUESTS): "control."}
+CASE_IDS = [_PREFIX[id(t)] + k for t, k, _ in CASES]
 
-GOOD = {"int": 1, "str": "x", "any": {"a": [1, None]}}
+GOOD = {"int": 1, "str": "x", "any": {"a": [1, None]}, "bool": True, "obj": {"lobby": 1}}
 WRONG: dict[str, list[Any]] = {
     "int": [True, False, 1.0, 0.0, -1, 2**53, "1", None, [], {}],
     "str": [1, None, True, [], {}, 1.5],
     "any": [],
+    "bool": [0, 1, "true", None, [], {}],
+    "obj": [[], "x", 1, None, True],
 }
 
 
@@ -77,8 +123,8 @@ def error_of(message: dict[str, Any], table: Table) -> ProtocolError:
 
 
 def test_tables_hold_exactly_the_contract_types() -> None:
-    assert set(CHAT_REQUESTS) == set(CHAT_SPEC)
-    assert set(CONTROL_REQUESTS) == set(CONTROL_SPEC)
+    for table, spec in SPECS:
+        assert set(table) == set(spec)
 
 
 @pytest.mark.parametrize(("table", "kind", "members"), CASES, ids=CASE_IDS)
@@ -180,10 +226,16 @@ CONTRACT_ERRORS = {
     "empty_message": False, "text_too_long": False, "bad_text": False,
     "no_such_user": False, "rate_limited": False, "unavailable": False,
 }
+# §17: weak_password is fatal at login (ProtocolError takes fatal=False after it).
+CONTRACT_ERRORS_V2 = {
+    "bad_room": False, "no_such_room": False, "not_member": False, "not_allowed": False,
+    "no_such_message": False, "registration_closed": True, "account_exists": True,
+    "weak_password": True,
+}
 
 
 def test_error_table_is_the_contract_table() -> None:
-    assert ERRORS == CONTRACT_ERRORS
+    assert ERRORS == CONTRACT_ERRORS | CONTRACT_ERRORS_V2
 
 
 def test_error_frames() -> None:

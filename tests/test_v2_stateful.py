@@ -44,6 +44,7 @@ from tests.v2_support import PASSWORD, Message, add_account, dm_name, hello2
 ACCOUNTS = ("ann", "Bob", "c\u00e9line", "d_1")
 OWNER = "ann"
 FLAGS = ("--rate", "0", "--hash-workers", "2")
+MAX_RESTARTS = 2  # per example: a restart costs most of a second
 HISTORY_PAGE = 7  # small, so that history is read in several pages
 
 Event = tuple[Any, ...]
@@ -287,6 +288,7 @@ class RoomsMachine(RuleBasedStateMachine):
             self.tmp, *FLAGS, db=self.db)
         self.server = self.ctx.__enter__()
         self.counter = 0
+        self.restarts = 0
         everyone = {key(name) for name in ACCOUNTS}
         self.rooms: dict[str, ModelRoom] = {
             "lobby": ModelRoom("lobby", "public", members=set(everyone)),
@@ -599,6 +601,7 @@ class RoomsMachine(RuleBasedStateMachine):
         if lost_ack:
             self._lost_ack(peer)
 
+    @precondition(lambda self: self.restarts < MAX_RESTARTS)
     @rule(data=st.data(), kill=st.booleans())
     def restart(self, data: st.DataObject, kill: bool) -> None:
         """The server stops (SIGTERM, or SIGKILL: acknowledged changes survive a
@@ -610,6 +613,7 @@ class RoomsMachine(RuleBasedStateMachine):
             self.ctx.__exit__(None, None, None)
 
         pending = self._drop(list(self.peers.values()), data, stop)
+        self.restarts += 1
         self.ctx = running_server(self.tmp, *FLAGS, db=self.db)
         self.server = self.ctx.__enter__()
         self._log_in(list(self.peers.values()), pending)
