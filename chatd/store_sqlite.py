@@ -515,11 +515,12 @@ class SqliteStore:
             counters = plan.counters[room]
             assert counters.log_id is not None
             floor = counters.last - self.retain  # seqs <= floor are gone after this commit
-            if floor >= counters.rows_from and (
-                    force or floor - counters.rows_from + 1 >= self._prune_batch):
+            # Forced, even below rows_from: rows_from may count a RemoveRoom
+            # later in this commit, whose rows are still there when it starts.
+            if floor >= 1 and (force or floor - counters.rows_from + 1 >= self._prune_batch):
                 msgs.append((counters.log_id, floor))
                 fts.append((_rowid(counters.log_id, 0), _rowid(counters.log_id, floor)))
-                counters.rows_from = floor + 1
+                counters.rows_from = max(counters.rows_from, floor + 1)
         return [(_PRUNE[0], msgs), (_PRUNE[1], fts)] if msgs else []
 
     def _write(self, plan: _Plan, prune_first: bool) -> None:

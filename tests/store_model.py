@@ -80,27 +80,27 @@ class ModelStore:
                                        -hit[1].seq))
         return hits[:limit]
 
-    def apply(self, ops: Sequence[Op]) -> ModelStore:
-        """A new model with ``ops`` applied (this one is left as it was)."""
-        new = copy.deepcopy(self)
+    def apply(self, ops: Sequence[Op]) -> None:
         for op in ops:
             if isinstance(op, AddMessage):
-                room = new.room(op.room)
+                room = self.room(op.room)
                 assert op.msg.seq == room.last + 1
                 room.last = op.msg.seq
                 room.msgs[op.msg.seq] = op.msg
             elif isinstance(op, EditMessage):
-                old = new.room(op.room).msgs[op.seq]
-                new.room(op.room).msgs[op.seq] = Stored(old.seq, old.ts, old.sender, op.text,
-                                                        old.ident, op.edited)
+                old = self.room(op.room).msgs[op.seq]
+                self.room(op.room).msgs[op.seq] = Stored(old.seq, old.ts, old.sender, op.text,
+                                                         old.ident, op.edited)
             elif isinstance(op, DeleteMessage):
-                old = new.room(op.room).msgs[op.seq]
-                new.room(op.room).msgs[op.seq] = Stored(old.seq, old.ts, old.sender, "",
-                                                        old.ident, None, True)
+                old = self.room(op.room).msgs[op.seq]
+                self.room(op.room).msgs[op.seq] = Stored(old.seq, old.ts, old.sender, "",
+                                                         old.ident, None, True)
             elif isinstance(op, PutRoom):
-                new.room(op.room.key).name = op.room.name
+                self.room(op.room.key).name = op.room.name
             elif isinstance(op, RemoveRoom):
-                room = new.room(op.room)
+                room = self.room(op.room)
                 room.name = None
                 room.msgs.clear()
-        return new
+
+    def copy(self) -> ModelStore:
+        return copy.deepcopy(self)

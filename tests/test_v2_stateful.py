@@ -45,7 +45,7 @@ ACCOUNTS = ("ann", "Bob", "c\u00e9line", "d_1")
 OWNER = "ann"
 FLAGS = ("--rate", "0", "--hash-workers", "2")
 MAX_RESTARTS = 2  # per example: a restart costs most of a second
-HISTORY_PAGE = 7  # small, so that history is read in several pages
+HISTORY_PAGE = 20  # rooms grow past it: history is read in pages
 
 Event = tuple[Any, ...]
 _ids = itertools.count(1)
@@ -69,6 +69,8 @@ class Said:
 
 @dataclass
 class ModelRoom:
+    """A room as the model holds it; members, bans and invites by account key."""
+
     name: str
     kind: str
     owner: str | None = None  # the owner's key
@@ -122,6 +124,7 @@ class Peer:
         self.got: list[Event] = []  # room events received
         self.expected: list[Event] = []  # room events the model sent it
         self.resending: set[str] = set()  # ids whose original may come back
+        self.replies: dict[str, Message] = {}  # by ref, until asked for
 
     @property
     def conn(self) -> TestClient:
@@ -132,6 +135,8 @@ class Peer:
 
     def process(self, frame: Message) -> None:
         kind = frame["type"]
+        if "ref" in frame:
+            self.replies[frame["ref"]] = frame
         if kind == "error":
             assert frame["fatal"] is False, (self.name, frame)
             return
@@ -196,11 +201,20 @@ class Peer:
 
     # --- requests -----------------------------------------------------------------
 
-    def request(self, message: Message) -> Message:
-        """``message`` with a fresh id; its reply or error (found by ``ref``)."""
+    def send_request(self, message: Message) -> str:
+        """Send ``message`` with a fresh id; the ``ref`` of its reply."""
         ref = f"q{next(_ids)}"
         self.conn.send({**message, "id": ref})
-        return self.wait(lambda f: f.get("ref") == ref)
+        return ref
+
+    def reply(self, ref: str) -> Message:
+        """The reply or error carrying ``ref`` (frames before it processed)."""
+        if ref not in self.replies:
+            self.wait(lambda f: f.get("ref") == ref)
+        return self.replies.pop(ref)
+
+    def request(self, message: Message) -> Message:
+        return self.reply(self.send_request(message))
 
     def expect(self, message: Message, reply: str) -> Message:
         answer = self.request(message)
@@ -222,10 +236,13 @@ class Peer:
         assert frame["type"] == "msg", (self.name, frame)
         return frame
 
-    def barrier(self) -> None:
-        """Process every frame sent to this client so far (3.6)."""
+    def ping(self) -> str:
         token = f"b{next(_ids)}"
         self.conn.send({"type": "ping", "t": token})
+        return token
+
+    def pong(self, token: str) -> None:
+        """Process every frame sent before the pong of ``ping`` (3.6)."""
         self.wait(lambda f: f["type"] == "pong" and f.get("t") == token)
 
     # --- sessions -----------------------------------------------------------------
@@ -321,9 +338,15 @@ class RoomsMachine(RuleBasedStateMachine):
     def _rooms_of(self, peer: Peer) -> list[str]:
         return sorted(k for k, room in self.rooms.items() if peer.key in room.members)
 
-    def _tell(self, room: ModelRoom, event: Event, skip: str = "") -> None:
-        """Every member (all are online between rules) but ``skip`` gets ``event``."""
-        for member in room.members - {skip}:
+    def _barrier(self, peers: list[Peer]) -> None:
+        """Every frame sent to ``peers`` so far is processed (pings sent together)."""
+        tokens = [peer.ping() for peer in peers]
+        for peer, token in zip(peers, tokens, strict=True):
+            peer.pong(token)
+
+    def _tell(self, room: ModelRoom, event: Event) -> None:
+        """Every member (all are online between rules) gets ``event``."""
+        for member in room.members:
             self.peers[member].expected.append(event)
 
     def _log_in(self, peers: list[Peer], pending: list[Pending]) -> None:
@@ -334,8 +357,7 @@ class RoomsMachine(RuleBasedStateMachine):
             peer.hello(self.server)
         for peer in peers:
             self._check_welcome(peer, peer.welcome(), pending)
-        for peer in peers:
-            peer.barrier()
+        self._barrier(peers)
         for item in pending:
             item.peer.resending.add(item.ident)
             item.peer.send_say(item.room, item.ident, item.text)
@@ -383,8 +405,9 @@ class RoomsMachine(RuleBasedStateMachine):
         return pending
 
     def _lost_ack(self, peer: Peer) -> None:
-        """The client forgot the ack of its latest message: it says it again with
-        its id and gets the original back, as it is now (14), nothing new."""
+        """The client lost the ack of one of its messages: it says it again with
+        its id (and another text) and gets the original back, as it is now (14):
+        edited, or a tombstone carrying the id; nothing new is created."""
         mine = [(k, seq) for k in self._rooms_of(peer)
                 for seq, said in self.rooms[k].msgs.items() if said.sender == peer.name]
         if not mine:
@@ -441,8 +464,10 @@ class RoomsMachine(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(ACCOUNTS), data=st.data(), count=st.integers(1, 3))
     def say(self, name: str, data: st.DataObject, count: int) -> None:
+        self._say(self.peers[key(name)], data, count)
+
+    def _say(self, peer: Peer, data: st.DataObject, count: int) -> None:
         """``count`` says, pipelined; acknowledged in order with the next seqs."""
-        peer = self.peers[key(name)]
         rooms = self._rooms_of(peer)
         if not rooms:
             return
@@ -602,10 +627,14 @@ class RoomsMachine(RuleBasedStateMachine):
             self._lost_ack(peer)
 
     @precondition(lambda self: self.restarts < MAX_RESTARTS)
-    @rule(data=st.data(), kill=st.booleans())
-    def restart(self, data: st.DataObject, kill: bool) -> None:
+    @rule(data=st.data(), kill=st.booleans(), name=st.sampled_from(ACCOUNTS),
+          acked=st.integers(0, 2))
+    def restart(self, data: st.DataObject, kill: bool, name: str, acked: int) -> None:
         """The server stops (SIGTERM, or SIGKILL: acknowledged changes survive a
-        crash, 14) with says in flight, and starts again on the same database."""
+        crash, 14) right after ``acked`` acknowledged says and with others in
+        flight, and starts again on the same database."""
+        self._say(self.peers[key(name)], data, acked)
+
         def stop() -> None:
             if kill:
                 self.server.proc.kill()
@@ -623,8 +652,7 @@ class RoomsMachine(RuleBasedStateMachine):
     @invariant()
     def clients_see_the_model(self) -> None:
         assert self.server.proc.poll() is None, "the server died"
-        for peer in self.peers.values():
-            peer.barrier()
+        self._barrier(list(self.peers.values()))
         for peer in self.peers.values():
             assert peer.got == peer.expected, (peer.name, peer.got, peer.expected)
             peer.got.clear()
@@ -638,26 +666,34 @@ class RoomsMachine(RuleBasedStateMachine):
 
     @invariant()
     def history_serves_every_acknowledged_message_once(self) -> None:
-        for room_key, room in self.rooms.items():
+        """Each room's history, paged from its newest message back to seq 1,
+        is the model's (the first pages of all rooms asked for together)."""
+        pages = []
+        for room_key, room in sorted(self.rooms.items()):
             assert sorted(room.msgs) == list(range(1, room.last + 1)), room_key
             readers = sorted(room.members) or (list(self.peers) if room.kind == "public"
                                                 else [])
-            if not readers:
-                continue
-            reader = self.peers[readers[0]]
+            if readers:
+                reader = self.peers[readers[0]]
+                pages.append((room, reader, reader.send_request(self._page(room, room.last + 1))))
+        for room, reader, first in pages:
             stored: list[Message] = []
-            before = room.last + 1
+            ref = first
             while True:
-                reply = reader.expect({"type": "history", "room": room.name,
-                                       "before": before, "limit": HISTORY_PAGE}, "history")
+                reply = reader.reply(ref)
+                assert reply["type"] == "history" and reply["room"] == room.name, reply
                 if not reply["msgs"]:
                     break
                 stored[:0] = reply["msgs"]
-                before = reply["msgs"][0]["seq"]
+                ref = reader.send_request(self._page(room, reply["msgs"][0]["seq"]))
             assert [e["seq"] for e in stored] == list(range(1, room.last + 1)), (
-                room_key, [e["seq"] for e in stored])
+                room.name, [e["seq"] for e in stored])
             for entry in stored:
                 assert_entry(entry, room.msgs[entry["seq"]])
+
+    @staticmethod
+    def _page(room: ModelRoom, before: int) -> Message:
+        return {"type": "history", "room": room.name, "before": before, "limit": HISTORY_PAGE}
 
 
 # Every example starts a server, so a shrink phase (hundreds of examples) would
