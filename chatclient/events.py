@@ -292,8 +292,3 @@ Event = (
     | Done | Rejected | Presence | HistoryPage | SearchResults | RoomList | Members | Users
 )
 """Every kind of event, for ``match`` and type hints."""
-
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.__name__: cls for cls in Event.__args__  # type: ignore[attr-defined]
-}
-"""Event classes by name, for reading transcripts back."""

@@ -17,7 +17,7 @@ from typing import Any
 from chatclient.events import ChatMessage, Member, RoomListEntry
 from protocol.errors import ProtocolError
 from protocol.framing import Message
-from protocol.messages import ANY, BOOL, INT, LIST, NUMBER, OBJECT, STR, Table, validate
+from protocol.messages import ANY, BOOL, INT, LIST, NUMBER, STR, Table, validate
 from protocol.values import name_key
 
 _ENTRY = {"room": (STR, True), "seq": (INT, True), "ts": (INT, True), "from": (STR, True),

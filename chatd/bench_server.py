@@ -9,6 +9,8 @@ start the server from another source tree (an older release checked out with
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import re
 import signal
@@ -82,6 +84,17 @@ class Server:
             seconds = Server("", 0, int(pid)).cpu_seconds()
             total += seconds or 0.0
         return total
+
+    def unpin_helpers(self) -> None:
+        """Let the server's hash workers run on any CPU. They inherit the pin
+        that shields the server from the load generators, and at a lower
+        priority on the server's own CPU a busy server starves them: logins
+        would measure the pin, not the server."""
+        children = self._proc_file(f"task/{self.pid}/children")
+        everywhere = set(range(os.cpu_count() or 1))
+        for pid in (children or "").split():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(pid), everywhere)
 
     @property
     def control(self) -> Path | None:
@@ -165,6 +178,8 @@ def start_server(
         found = _LISTENING.search(text)
         if found:
             server.host, server.port = found.group(1), int(found.group(2))
+            if cpus:
+                server.unpin_helpers()
             return server
         if proc.poll() is not None or time.monotonic() > deadline:
             server.stop()

@@ -365,10 +365,15 @@ def main() -> int:
         os.nice(NICENESS)
     decoder = Decoder(JOB_MAX_BYTES)
     out = sys.stdout.buffer
-    while data := os.read(sys.stdin.fileno(), READ_SIZE):
-        for job in decoder.feed(data):
-            out.write(encode({"type": "done", "result": run_job(job)}))
-            out.flush()  # each result as soon as it is known
+    try:
+        while data := os.read(sys.stdin.fileno(), READ_SIZE):
+            for job in decoder.feed(data):
+                out.write(encode({"type": "done", "result": run_job(job)}))
+                out.flush()  # each result as soon as it is known
+    except BrokenPipeError:
+        # The server is gone (killed mid-job): nobody wants the result.
+        with contextlib.suppress(OSError):
+            os.close(sys.stdout.fileno())  # no second error when Python flushes at exit
     return 0
 
 

@@ -1,10 +1,10 @@
 """``chatgui``: the desktop chat client (and, with ``--monitor``, the operator window).
 
 ``chatgui`` opens the login window (last values remembered);
-``chatgui --name alice [--host H --port P]`` skips it, so a shell can open one
-window per user. If that direct login is refused, the login window opens with
-the reason. ``chatgui --monitor [--control PATH]`` watches a server through its
-control socket instead.
+``chatgui --name alice [--account|--register] [--host H --port P]`` skips it
+(a guest unless told), so a shell can open one window per user. If that direct
+login is refused, the login window opens with the reason. ``chatgui --monitor
+[--control PATH]`` watches a server through its control socket instead.
 """
 
 from __future__ import annotations
@@ -40,7 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=port_number,
                         help=f"server port (default {limits.DEFAULT_PORT})")
     parser.add_argument("--password", default=os.environ.get("CHAT_PASSWORD"),
-                        help="server password (default: $CHAT_PASSWORD)")
+                        help="the account's password, or a guest's server password "
+                        "(default: $CHAT_PASSWORD)")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--account", action="store_true",
+                     help="with --name: log in to the account NAME (needs --password)")
+    how.add_argument("--register", action="store_true",
+                     help="with --name: create the account NAME with --password")
+    parser.add_argument("--code", help="the server's join code, to --register")
+    parser.add_argument("--room", action="append", metavar="ROOM",
+                        help="a room to join (a guest; repeatable; default: those open "
+                        "at the last exit)")
     parser.add_argument("--monitor", action="store_true",
                         help="open the operator window over the server's control socket")
     parser.add_argument("--control", type=Path, metavar="PATH",
@@ -83,9 +93,8 @@ def run(args: argparse.Namespace) -> int:
         from chatgui.monitor import run_monitor
 
         return run_monitor(args.control, state_file=args.state_file)
-    from chatgui.login import login, remember
+    from chatgui.login import Form, LoggedIn, check, login, saved_rooms, start
     from chatgui.logview import MAX_LINES
-    from chatgui.session import Session
     from chatgui.window import ChatWindow
 
     settings = sg.UserSettings(filename=str(args.settings_file or "chatgui.json"),
@@ -93,29 +102,32 @@ def run(args: argparse.Namespace) -> int:
     host = args.host or limits.DEFAULT_HOST
     port = args.port or limits.DEFAULT_PORT
     error = ""
-    session: Session | None = None
+    attempt: LoggedIn | None = None
     if args.name:
-        try:
-            session = Session(args.name, host, port, password=args.password,
-                              agent=f"chatgui/{__version__}")
-        except ValueError as exc:
-            error = f"Name: {exc}."
+        mode = "register" if args.register else "account" if args.account else "guest"
+        form = Form(args.name, host, str(port), mode, args.password or "", args.code or "")
+        problem = check(form)
+        if problem is None:
+            try:
+                attempt = start(form, args.room or saved_rooms(settings))
+            except ValueError as exc:
+                problem = f"Name: {exc}."
+        error = problem or ""
     while True:
-        early = None
-        if session is None:
-            result = login(settings, name=args.name or "", host=args.host or "",
-                           port=args.port or 0, error=error, state_file=args.state_file)
-            if result is None:
+        if attempt is None:
+            attempt = login(settings, name=args.name or "", host=args.host or "",
+                            port=args.port or 0, error=error, state_file=args.state_file)
+            if attempt is None:
                 return 0
-            session, early = result
-        window = ChatWindow(session, state_file=args.state_file, stats=args.stats,
-                            max_lines=args.max_lines or MAX_LINES)
-        code = window.run(early)
+        window = ChatWindow(attempt.session, attempt.conn, attempt.address,
+                            state_file=args.state_file, stats=args.stats,
+                            keep=args.max_lines or MAX_LINES)
+        code = window.run(attempt.events)
         if window.login_failure is None:
             if window.logged_in:
-                remember(settings, session)
+                settings["rooms"] = window.open_rooms()
             return code
-        error, session = window.login_failure, None
+        error, attempt = window.login_failure, None
 
 
 if __name__ == "__main__":

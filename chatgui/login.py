@@ -1,40 +1,75 @@
-"""The login window: name, server address and password, checked before connecting.
+"""The login window: account, guest or a new account; the server; checked before connecting.
 
-The window stays open while the session makes its first connection (polled from
-this window's own event loop, so it never freezes) and shows any refusal or
-connection problem in place, ready for another try. The last values that
-logged in are remembered with PySimpleGUI's user settings.
+The window stays open while the session makes its first connection (polled
+from this window's own loop, so it never freezes) and shows any refusal in
+place, ready for another try. What logged in last is remembered with
+PySimpleGUI's user settings: server, name, how (account, guest, register) and,
+at exit, the rooms that were open. The password never goes into that file: it
+is kept in the system keyring when the user asks and a keyring is there
+(:mod:`chatgui.passwords`), else not at all.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import PySimpleGUI as sg
 
+from chatclient import events as ev
+from chatclient.net import Connection
+from chatclient.session import ClientSession
 from chatd import __version__
-from chatgui.logview import STYLES
-from chatgui.session import Event, Session, port_number
+from chatgui import passwords
+from chatgui.session import port_number
 from protocol import limits
-from protocol.values import name_problem
+from protocol.values import name_problem, password_problem
 
 IDLE_MS = 50
-ERROR_COLOR = STYLES["error"]["foreground"]
-BUSY_COLOR = STYLES["system"]["foreground"]
+ERROR_COLOR = "#c62828"
+BUSY_COLOR = "#5f6b73"
+MODES = ("account", "guest", "register")
 
 
-def check(name: str, host: str, port: str) -> str | None:
+@dataclass
+class LoggedIn:
+    """A session that logged in, its connection, and the events so far."""
+
+    session: ClientSession
+    conn: Connection
+    address: str
+    events: list[ev.Event]
+
+
+@dataclass(frozen=True)
+class Form:
+    name: str
+    host: str
+    port: str
+    mode: str = "account"
+    password: str = ""
+    code: str = ""
+
+
+def check(form: Form) -> str | None:
     """What is wrong with the form, in the words the window shows, or None."""
-    problem = name_problem(name)
+    problem = name_problem(form.name)
     if problem is not None:
         return f"Name: {problem}."
-    if not host.strip():
+    if not form.host.strip():
         return "Server: enter a host name or address."
-    if not _port(port):
+    if not _port(form.port):
         return "Port: a number from 1 to 65535."
+    if form.mode == "account" and not form.password:
+        return "Password: an account needs its password (or log in as a guest)."
+    if form.mode == "register":
+        problem = password_problem(form.password)
+        if problem is not None:
+            return f"Password: {problem}."
     return None
 
 
@@ -46,82 +81,129 @@ def _port(text: object) -> int:
         return 0
 
 
-def remember(settings: sg.UserSettings, session: Session) -> None:
-    settings["name"] = session.name
-    settings["host"] = session.host
-    settings["port"] = session.port
+def saved_rooms(settings: sg.UserSettings) -> list[str]:
+    rooms = settings.get("rooms", [])
+    return [r for r in rooms if isinstance(r, str)] if isinstance(rooms, list) else []
+
+
+def remember(settings: sg.UserSettings, form: Form) -> None:
+    settings["name"] = form.name
+    settings["host"] = form.host.strip()
+    settings["port"] = _port(form.port)
+    settings["mode"] = form.mode if form.mode != "register" else "account"
+
+
+def start(form: Form, rooms: list[str]) -> LoggedIn:
+    """A session and its connection for a checked form (the connect has begun)."""
+    session = ClientSession(
+        form.name, password=form.password or None, register=form.mode == "register",
+        code=form.code or None, agent=f"chatgui/{__version__}",
+        rooms=rooms if form.mode == "guest" else ())
+    host, port = form.host.strip(), _port(form.port)
+    return LoggedIn(session, Connection(session, host, port), f"{host}:{port}", [])
 
 
 def dump_state(path: Path | None, values: dict[str, Any], error: str) -> None:
-    """For tests: what the login window shows (see ``--state-file``)."""
+    """For tests: what the login window shows (see ``--state-file``); no password."""
     if path is None:
         return
     state = {"window": "login", "error": error,
              **{key.strip("-").lower(): value for key, value in values.items()
-                if key != "-PASSWORD-"}}
+                if key not in ("-PASSWORD-", "-CODE-")}}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(state), encoding="utf-8")
     os.replace(tmp, path)
 
 
+def form_of(values: dict[str, Any]) -> Form:
+    mode = next((m for m in MODES if values.get(f"-{m.upper()}-")), "account")
+    return Form(str(values["-NAME-"]), str(values["-HOST-"]), str(values["-PORT-"]), mode,
+                str(values["-PASSWORD-"]), str(values["-CODE-"]))
+
+
 def login(settings: sg.UserSettings, *, name: str = "", host: str = "", port: int = 0,
-          error: str = "", state_file: Path | None = None,
-          ) -> tuple[Session, list[Event]] | None:
+          error: str = "", state_file: Path | None = None) -> LoggedIn | None:
     """Show the window until a session is logged in (returned) or the user gives up."""
     name = name or str(settings.get("name", ""))
     host = host or str(settings.get("host", limits.DEFAULT_HOST))
     port = port or _port(settings.get("port")) or limits.DEFAULT_PORT
+    mode = str(settings.get("mode", "guest"))
+    mode = mode if mode in MODES else "guest"
+    keyring = passwords.available()
+    stored = passwords.load(passwords.account_key(name, host, port)) if keyring and name else None
     label = {"size": (9, 1)}
     layout = [
-        [sg.Text("Join the chat", font=("DejaVu Sans", 13, "bold"))],
-        [sg.Text("Name", **label), sg.Input(name, key="-NAME-", size=(28, 1), focus=True)],
-        [sg.Text("Server", **label), sg.Input(host, key="-HOST-", size=(20, 1)),
+        [sg.Text("Log in to chat", font=("DejaVu Sans", 14, "bold"))],
+        [sg.Text("Name", **label), sg.Input(name, key="-NAME-", size=(30, 1), focus=True)],
+        [sg.Text("Server", **label), sg.Input(host, key="-HOST-", size=(22, 1)),
          sg.Input(str(port), key="-PORT-", size=(6, 1))],
+        [sg.Text("", **label),
+         sg.Radio("Account", "mode", key="-ACCOUNT-", default=mode == "account",
+                  enable_events=True),
+         sg.Radio("Guest", "mode", key="-GUEST-", default=mode == "guest", enable_events=True),
+         sg.Radio("New account", "mode", key="-REGISTER-", enable_events=True)],
         [sg.Text("Password", **label),
-         sg.Input("", key="-PASSWORD-", size=(28, 1), password_char="•",
-                  tooltip="only if the server asks for one")],
-        [sg.Text(error, key="-ERROR-", text_color=ERROR_COLOR, size=(44, 2))],
+         sg.Input(stored or "", key="-PASSWORD-", size=(30, 1), password_char="•",
+                  tooltip="an account's password; for a guest, the server's, if it has one")],
+        [sg.Text("Join code", **label),
+         sg.Input("", key="-CODE-", size=(30, 1), disabled=True,
+                  tooltip="only if the server registers new accounts with a code")],
+        [sg.Text("", **label),
+         sg.Checkbox("Remember the password in the system keyring", key="-KEEP-",
+                     default=bool(stored), disabled=not keyring,
+                     tooltip="no keyring on this system: the password is not stored"
+                     if not keyring else "kept by the system keyring, never in a file")],
+        [sg.Text(error, key="-ERROR-", text_color=ERROR_COLOR, size=(48, 2))],
         [sg.Push(), sg.Button("Connect", key="-CONNECT-", bind_return_key=True),
          sg.Button("Cancel", key="-CANCEL-")],
     ]
     window = sg.Window("chat — log in", layout, finalize=True, font=("DejaVu Sans", 11))
-    session: Session | None = None
-    shown: tuple[str, str] = ("", "")
+    attempt: LoggedIn | None = None
+    form = Form(name, host, str(port))
+    shown = ""
     try:
         while True:
             event, values = window.read(timeout=IDLE_MS)
             if values is not None:
                 text = str(window["-ERROR-"].get())
-                if (text, json.dumps(values)) != shown:
-                    shown = (text, json.dumps(values))
+                if text + json.dumps(values) != shown:
+                    shown = text + json.dumps(values)
                     dump_state(state_file, values, text)
             if event in (sg.WIN_CLOSED, "-CANCEL-"):
-                if session is not None:
-                    session.close_and_wait()
+                if attempt is not None:
+                    attempt.conn.close()
                 return None
-            if event == "-CONNECT-" and session is None:
-                problem = check(values["-NAME-"], values["-HOST-"], values["-PORT-"])
+            if event in ("-ACCOUNT-", "-GUEST-", "-REGISTER-"):
+                window["-CODE-"].update(disabled=event != "-REGISTER-")
+            if event == "-CONNECT-" and attempt is None:
+                form = form_of(values)
+                problem = check(form)
                 if problem is not None:
                     window["-ERROR-"].update(problem, text_color=ERROR_COLOR)
                     continue
-                session = Session(values["-NAME-"], values["-HOST-"].strip(),
-                                  _port(values["-PORT-"]),
-                                  password=values["-PASSWORD-"] or None,
-                                  agent=f"chatgui/{__version__}")
-                window["-ERROR-"].update(f"Connecting to {session.address}…",
+                try:
+                    attempt = start(form, saved_rooms(settings))
+                except ValueError as exc:
+                    window["-ERROR-"].update(str(exc), text_color=ERROR_COLOR)
+                    continue
+                window["-ERROR-"].update(f"Connecting to {attempt.address}…",
                                          text_color=BUSY_COLOR)
                 window["-CONNECT-"].update(disabled=True)
-            if session is None:
+            if attempt is None:
                 continue
-            events = session.poll()
-            for item in events:
-                if item.kind == "failed":
-                    window["-ERROR-"].update(item.detail, text_color=ERROR_COLOR)
-                    window["-CONNECT-"].update(disabled=False)
-                    session = None
-                    break
-                if item.kind == "welcome":
-                    remember(settings, session)
-                    return session, events
+            polled = attempt.conn.poll(time.monotonic())
+            attempt.events += polled
+            failed = next((e for e in polled if isinstance(e, ev.Failed)), None)
+            if failed is not None:
+                window["-ERROR-"].update(failed.detail or failed.code, text_color=ERROR_COLOR)
+                window["-CONNECT-"].update(disabled=False)
+                attempt.conn.close()
+                attempt = None
+            elif any(isinstance(e, ev.LoggedIn) for e in polled):
+                remember(settings, form)
+                if keyring and form.mode != "guest":
+                    key = passwords.account_key(form.name, form.host.strip(), _port(form.port))
+                    passwords.save(key, form.password if values["-KEEP-"] else None)
+                return attempt
     finally:
         window.close()

@@ -15,9 +15,8 @@ the current room back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-from chatclient import ClientSession
 from chatclient.events import (
     ChatMessage,
     Closed,
@@ -50,6 +49,7 @@ from chatclient.events import (
     Typing,
     Users,
 )
+from chatclient.session import ClientSession
 from chatterm import commands
 from chatterm.lines import PART_WORDS, Line, indent, label, message_line, news
 from protocol.values import dm_name, name_key, room_key
@@ -62,6 +62,7 @@ class RoomView:
     """What the terminal keeps of one room beside the session's summary."""
 
     info: RoomInfo
+    unread: int = 0  # live messages of others since I last looked
     last_seq: int = 0  # newest message seen
     my_last: int = 0  # my newest undeleted message, for /edit and /delete without #N
     history_asked: bool = False
@@ -82,7 +83,8 @@ class Chat:
                  auto_mark: bool = False) -> None:
         self.session = session
         self.rooms: dict[str, RoomView] = {}  # by room key
-        self.current: str | None = room_key(room) if room else None
+        self.home = room_key(room) if room else None  # --room: joined after login
+        self.current = self.home
         self.auto_mark = auto_mark  # the screen marks what it shows; a pipe only on /mark
         self.me = ""
         self.failure: str | None = None
@@ -105,7 +107,7 @@ class Chat:
     def unread(self, key: str) -> int:
         """Unread messages of a room; the room in view has none."""
         view = self.rooms.get(key)
-        return 0 if view is None or key == self.current else view.info.unread
+        return 0 if view is None or key == self.current else view.unread
 
     # --- typed lines ----------------------------------------------------------------
 
@@ -192,6 +194,7 @@ class Chat:
         """Make ``key`` the current room (its messages are then read)."""
         if key in self.rooms:
             self.current = key
+            self.rooms[key].unread = 0
             self._marked_at = float("-inf")
             self.tick(now)
 
@@ -220,7 +223,7 @@ class Chat:
             return
         self._marked_at = now
         self.session.mark(view.info.name, view.last_seq)
-        view.info = replace(view.info, read=view.last_seq, unread=0)
+        view.info = replace(view.info, read=view.last_seq)
 
     # --- events -------------------------------------------------------------------------
 
@@ -245,6 +248,8 @@ class Chat:
                 view.my_last = max(view.my_last, msg.seq)
             if key == self.current:
                 self.tick(now)
+            elif live and not msg.mine:
+                view.unread += 1
         return message_line(key, self.where(key), msg, live)
 
     def _change(self, event: MessageEdited | MessageDeleted) -> Line:
@@ -264,7 +269,8 @@ class Chat:
             self.me = event.name
             for info in event.rooms:
                 self._room(info)
-            if self.current not in self.rooms and not self._going:
+            awaited = self.current == self.home or self._going  # --room, /join: on their way
+            if self.current not in self.rooms and (self.current is None or not awaited):
                 self.current = next(iter(self.ordered()), None)
             if event.resumed:
                 return [news(None, None, "connected again")]
@@ -298,7 +304,7 @@ class Chat:
         key = room_key(info.name)
         view = self.rooms.get(key)
         if view is None:
-            self.rooms[key] = RoomView(info, last_seq=info.seq)
+            self.rooms[key] = RoomView(info, unread=info.unread, last_seq=info.seq)
         else:
             view.info = info
             view.last_seq = max(view.last_seq, info.seq)
@@ -306,15 +312,13 @@ class Chat:
 
     def _news(self, event: Event) -> list[Line]:
         """Connection news, and refusals of what was asked."""
-        if isinstance(event, Connecting):
-            return [news(None, None, f"connecting to {event.address}")]
-        if isinstance(event, Connected | Done | Typing):
-            return []  # Typing: read back through typers(); Done: its effect is news itself
+        if isinstance(event, Connecting | Connected | Done | Typing):
+            return []  # the status line tells the first two; Typing: see typers(); Done: no news
         if isinstance(event, Reconnecting):
             return [news(None, None, f"{event.reason}; reconnecting in {event.delay:.1f} s")]
         if isinstance(event, Failed):
-            self.failure = f"{event.code}: {event.detail}" if event.code else event.detail
-            return [news(None, None, self.failure, "error")]
+            self.failure = event.detail  # it names the code
+            return [Line(None, "fatal", self.failure)]
         if isinstance(event, Closed):
             self.closed = True
             return []
@@ -336,16 +340,17 @@ class Chat:
             why = f" ({event.reason})" if event.reason else ""
             return [news(None, None, f"{event.name} is {state}{why}")]
         if isinstance(event, Invited):
-            return [news(None, None, f"{event.by} invited you to {event.room} (/join {event.room})")]
+            invite = f"{event.by} invited you to {event.room} (/join {event.room})"
+            return [news(None, None, invite)]
         if isinstance(event, PrivateMessage):
             return [Line(None, "pm", f"[{event.frm} -> {event.to}] {indent(event.text)}", event.ts)]
         if isinstance(event, SearchResults):
-            found = [Line(None, "system", f"[{self.where(room_key(msg.room))}] #{msg.seq} "
+            found = [Line(None, "answer", f"[{self.where(room_key(msg.room))}] #{msg.seq} "
                           f"<{msg.sender}> {indent(msg.text)}", msg.ts) for msg in event.msgs]
-            return [news(None, None, f"{len(found)} found for {event.query!r}"), *found]
+            return [news(None, None, f"{len(found)} found for {event.query!r}", "answer"), *found]
         if isinstance(event, RoomList):
-            return [news(None, None, f"rooms ({len(event.rooms)}):"), *[
-                Line(None, "system", f"  {entry.name} ({entry.kind}, {entry.members} members"
+            return [news(None, None, f"rooms ({len(event.rooms)}):", "answer"), *[
+                Line(None, "answer", f"  {entry.name} ({entry.kind}, {entry.members} members"
                      + (", yours" if entry.member else ", invited" if entry.invited else "")
                      + ")" + (f": {entry.topic}" if entry.topic else ""))
                 for entry in event.rooms]]
@@ -353,10 +358,11 @@ class Chat:
             key = room_key(event.room)
             names = [m.name + ("" if m.role == "member" else f" ({m.role})")
                      + ("" if m.online else " (away)") for m in event.members]
-            return [news(key, self.where(key), f"members ({len(names)}): {', '.join(names)}")]
+            return [news(key, self.where(key), f"members ({len(names)}): {', '.join(names)}",
+                         "answer")]
         if isinstance(event, Users):
             ordered = sorted(event.names, key=str.casefold)
-            return [news(None, None, f"online ({len(ordered)}): {', '.join(ordered)}")]
+            return [news(None, None, f"online ({len(ordered)}): {', '.join(ordered)}", "answer")]
         return []
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from chatclient.events import ChatMessage, RoomInfo
 
 #: Styles the pipe prints on stderr (news, not conversation).
-NEWS_STYLES = frozenset({"system", "error", "edited", "deleted"})
+NEWS_STYLES = frozenset({"system", "error", "fatal", "edited", "deleted"})
 
 PART_WORDS = {
     "part": "left",
@@ -31,8 +31,10 @@ class Line:
 
     ``room`` is the room key it belongs to (None: no room, e.g. a /who answer).
     ``style``: ``message`` (someone's), ``own``, ``history`` (sent before I
-    looked), ``pm``, ``system``, ``error``, and ``edited``/``deleted`` (news
-    about message ``seq``, which the screen applies to that message's line).
+    looked), ``pm``, ``answer`` (to /who, /rooms, /members, /search),
+    ``system`` (news), ``error``, ``fatal`` (the session is over),
+    and ``edited``/``deleted`` (news about message ``seq``, which the screen
+    applies to that message's line).
     ``sender`` and ``body`` let a message's line be redrawn after an edit.
     """
 

@@ -1,14 +1,12 @@
-"""What a typed line means (shared by the window and the terminal client)."""
+"""What a line typed into ``chat`` means (parsed before anything is sent)."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from chatgui.commands import Command, parse
-from chatgui.session import Session
-from chatgui.terminal import Terminal
+from chatterm.commands import HELP, Command, parse
 
 
 @pytest.mark.parametrize(
@@ -18,34 +16,56 @@ from chatgui.terminal import Terminal
         ("  \n\t ", Command("none")),
         ("hello", Command("say", "hello")),
         ("  indented stays as typed", Command("say", "  indented stays as typed")),
-        ("line one\nline two", Command("say", "line one\nline two")),
-        ("/msg bob hi there", Command("pm", "hi there", "bob")),
-        ("/MSG bob  two  spaces", Command("pm", " two  spaces", "bob")),
-        ("/m bob x", Command("pm", "x", "bob")),
+        ("//not a command", Command("say", "/not a command")),
+        ("/join ops", Command("join", arg="ops")),
+        ("/JOIN ops", Command("join", arg="ops")),
+        ("/join -private secret", Command("join", arg="secret", private=True)),
+        ("/join", Command("error", "usage: /join [-private] ROOM")),
+        ("/join a b", Command("error", "usage: /join [-private] ROOM")),
+        ("/part", Command("part")),
+        ("/part ops", Command("part", arg="ops")),
+        ("/part ops dev", Command("error", "usage: /part [ROOM]")),
+        ("/rooms", Command("rooms")),
+        ("/rooms all", Command("error", "/rooms takes no arguments")),
+        ("/dm bob", Command("dm", arg="bob")),
+        ("/dm", Command("error", "usage: /dm NAME")),
+        ("/msg bob hi there", Command("msg", "hi there", arg="bob")),
         ("/msg bob", Command("error", "usage: /msg NAME text")),
-        ("/msg bob    ", Command("error", "usage: /msg NAME text")),
+        ("/members", Command("members")),
+        ("/members ops", Command("members", arg="ops")),
+        ("/topic", Command("topic")),
+        ("/topic  release on Friday ", Command("topic", "release on Friday")),
+        ("/search build  failed", Command("search", "build  failed")),
+        ("/search", Command("error", "usage: /search WORDS")),
+        ("/edit fixed typo", Command("edit", "fixed typo")),
+        ("/edit #12 fixed typo", Command("edit", "fixed typo", seq=12)),
+        ("/edit #12", Command("error", "usage: /edit [#N] text")),
+        ("/edit #0 x", Command("error", "message numbers start at #1")),
+        ("/edit 12 is the answer", Command("edit", "12 is the answer")),
+        ("/delete", Command("delete")),
+        ("/delete #7", Command("delete", seq=7)),
+        ("/delete #7 now", Command("error", "usage: /delete [#N]")),
+        ("/mark", Command("mark")),
+        ("/mark ops", Command("mark", arg="ops")),
         ("/who", Command("who")),
         ("/quit", Command("quit")),
         ("/help", Command("help")),
-        ("/who cares", Command("error", "/who takes no arguments")),
         ("/frob", Command("error", "unknown command /frob (try /help)")),
-        ("//not a command", Command("say", "/not a command")),
     ],
 )
 def test_parse(line, expected):
     assert parse(line) == expected
 
 
-def test_lines_typed_before_connecting_show_as_pending_and_refusals_do_not():
-    session = Session("bot", "127.0.0.1", 1)  # never polled: nothing connects
-    out, err = io.StringIO(), io.StringIO()
-    term = Terminal(session, out, err)
-    term.handle_line("first\n")
-    term.handle_line("bell \x07\n")  # bad_text: refused here, nothing queued
-    term.handle_line("/msg carol psst\n")
-    lines = err.getvalue().splitlines()
-    assert len(lines) == 3, lines
-    assert lines[0].endswith(" (sending) first")
-    assert lines[1].startswith("chat: not sent: ")  # not "first" shown pending again
-    assert lines[2].endswith(" (sending) [-> carol] psst")
-    assert [p.text for p in session.outbox] == ["first", "psst"] and out.getvalue() == ""
+@given(st.text().filter(lambda t: t.strip() and not t.lstrip().startswith("/")))
+def test_a_line_without_a_slash_is_sent_as_typed(text):
+    assert parse(text) == Command("say", text)
+
+
+def test_help_names_every_command_and_no_mouse_or_shift_enter():
+    """The v1 help spoke of double-clicking and Shift+Enter, which a terminal has not."""
+    for word in ("join", "part", "rooms", "dm", "members", "topic", "search", "edit",
+                 "delete", "mark", "msg", "who", "help", "quit"):
+        assert f"/{word}" in HELP
+        assert parse(f"/{word}").kind != "error" or "usage" in parse(f"/{word}").text
+    assert "click" not in HELP.lower() and "shift" not in HELP.lower()
