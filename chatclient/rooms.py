@@ -1,13 +1,13 @@
 """What the session knows of one room: its summary, members, and what was delivered.
 
-**Dedupe by (room, seq).** Every seq of the room in ``floor..high`` has been
-delivered to the user interface (or lies before the user's first sight of the
-room, for ``high`` at a join), and nothing outside it has. The server's streams
-(live messages, a resume backlog, a ``join`` with ``since``) are complete and in
-increasing seq, so they only ever extend ``high``; a ``history`` page asked for
-below ``floor`` extends ``floor`` downwards. A message inside the interval is
-a duplicate: a resume overlap, or the re-sent original of an idempotent
-``say``. Two integers per room, however long the session.
+**Dedupe by (room, seq).** Two integers per room, however long the session.
+The server's streams (live messages, a resume backlog, a ``join`` with
+``since``) are complete and go forward only, so a stream message is new exactly
+when its seq is above ``high``, the last one delivered (or the room's seq when
+the user first saw it): one at or below is a resume overlap or the re-sent
+original of an idempotent ``say``. Older messages come only in ``history``
+pages, and an entry is new exactly when its seq is below ``floor``, the oldest
+one a page delivered (first-sight seq + 1 before any page).
 
 ``high`` is also the room's resume point: a reconnect asks for every message
 after it (``hello.resume``, or ``join`` with ``since``).
@@ -35,7 +35,7 @@ class RoomState:
     role: str
     with_: str | None
     high: int  # every seq up to here is delivered or was before the join
-    floor: int  # the lowest seq delivered (high + 1 while none is)
+    floor: int  # the lowest seq delivered by history (the join's seq + 1 before)
     live_from: int = 0  # msgs above this seq are live on this connection
     members: dict[str, Member] = field(default_factory=dict)  # by name key
     mine: set[int] = field(default_factory=set)  # the user's own seqs above read
@@ -79,13 +79,14 @@ class RoomState:
         self.members = {name_key(m.name): m for m in members}
 
     def take(self, seq: int, mine: bool) -> bool:
-        """Record a message of the server's stream; False if it was delivered already."""
-        if seq <= self.high and seq >= self.floor:
+        """Record a message of the server's stream; False if it was delivered already.
+
+        A stream only goes forward, so anything at or below ``high`` is a
+        repeat (also below ``floor``: the re-sent original of an old ``say``).
+        """
+        if seq <= self.high:
             return False
-        if seq > self.high:
-            if self.floor > self.high:
-                self.floor = seq  # the first one delivered
-            self.high = seq
+        self.high = seq
         self.seq = max(self.seq, seq)
         if mine and seq > self.read:
             self.mine.add(seq)

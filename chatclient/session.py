@@ -725,7 +725,7 @@ class ClientSession:
         if not resumed:
             for room in self._initial_rooms:
                 if room_key(room) not in self.rooms:
-                    self.join(room)
+                    self._request("join", room=room)  # not an intent: not recorded as one
         for entry in list(self._outbox.values()):
             entry.not_before = 0.0
             # Typed before this server announced a smaller max_frame: sending it

@@ -10,7 +10,6 @@ start the server from another source tree (an older release checked out with
 from __future__ import annotations
 
 import contextlib
-
 import os
 import re
 import signal

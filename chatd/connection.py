@@ -54,6 +54,7 @@ class Connection:
         "backlog",
         "busy",
         "decoder",
+        "deferred",
         "events",
         "exempt",
         "held",
@@ -108,6 +109,7 @@ class Connection:
         self.proto = 0  # the session's protocol version once logged in
         self.person: Any = None  # the chatd.people.Person of a session
         self.busy = False  # a request waits on the hash worker: input waits too
+        self.deferred: list[Any] | None = None  # requests decoded while it waited
         self.address = ""  # the peer's IP (without port), for the guessing throttle
         self.last_rx = now
         self.ping_at = 0.0  # when the unanswered heartbeat ping went out, 0 if none

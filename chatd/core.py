@@ -188,6 +188,13 @@ class Core:
         decoder = conn.decoder
         max_outbuf = self.settings.max_outbuf
         try:
+            if conn.deferred is not None and not conn.busy:
+                deferred, conn.deferred = conn.deferred, None
+                budget -= len(deferred)
+                if self._handle(conn, deferred):
+                    if data:
+                        decoder.feed(data, 0)  # only buffered
+                    return
             while True:
                 backlogged = conn.out_len + conn.held_len + conn.staged_bytes
                 if conn.busy or backlogged > max_outbuf:
@@ -210,14 +217,9 @@ class Core:
                     self.fatal(conn, exc)
                     return
                 data = b""
-                for msg in msgs:
-                    self._dispatch(conn, msg)
-                    if conn.state >= CLOSING:
-                        self.pending_input.discard(conn)
-                        return
-                budget -= len(msgs)
-                if conn.busy:
+                if self._handle(conn, msgs):
                     return
+                budget -= len(msgs)
                 if len(msgs) < limit:
                     self.pending_input.discard(conn)
                     return
@@ -229,6 +231,22 @@ class Core:
             # that client is cut off, everyone else carries on.
             log.exception("internal error handling input from %s; closing it", conn.label)
             self.close(conn, None, "error")
+
+    def _handle(self, conn: Connection, msgs: list[Message]) -> bool:
+        """Dispatch decoded requests in order; True if the connection must stop
+        for now: it is closing, or a request waits on the hash worker (the
+        requests after it wait in ``conn.deferred``, so replies keep their order)."""
+        for index, msg in enumerate(msgs):
+            self._dispatch(conn, msg)
+            if conn.state >= CLOSING:
+                self.pending_input.discard(conn)
+                return True
+            if conn.busy:
+                rest = msgs[index + 1:]
+                if rest:
+                    conn.deferred = rest
+                return True
+        return False
 
     def lost(self, conn: Connection) -> None:
         """The peer closed or broke the connection: the session ends without a
@@ -473,6 +491,8 @@ class Core:
                 ref = m.validate(msg, m.CHAT_REQUESTS)
                 self._v1[kind](self, conn, msg, ref)
         except ProtocolError as exc:
+            if exc.ref is None and "id" in msg:
+                exc.ref = m.request_ref(msg)
             self.error(conn, exc)
 
     def _operator(self, conn: Connection, msg: Message) -> None:
@@ -480,6 +500,8 @@ class Core:
             ref = m.validate(msg, m.CONTROL_REQUESTS)
             self._control[msg["type"]](self, conn, msg, ref)
         except ProtocolError as exc:
+            if exc.ref is None and "id" in msg:
+                exc.ref = m.request_ref(msg)
             # On the control socket only framing errors are fatal (§18).
             self.reply(conn, not_fatal(exc))
 

@@ -17,6 +17,7 @@ import zlib
 from dataclasses import dataclass
 
 from chatclient.events import ChatMessage
+from chatgui.scripts import visual
 
 #: Sender colours, readable on white and distinct from each other.
 PALETTE = ("#c62828", "#ad1457", "#6a1b9a", "#4527a0", "#1565c0", "#00838f",
@@ -77,7 +78,7 @@ def body_runs(msg: ChatMessage, me: str) -> list[Run]:
     tags = (f"m{msg.seq}", f"b{msg.seq}", "body")
     if msg.deleted:
         return [Run("message deleted\n", (*tags, "deleted"))]
-    runs = text_runs(msg.text, me, tags)
+    runs = text_runs(visual(msg.text), me, tags)
     if msg.edited is not None:
         runs.append(Run(" (edited)", (*tags, "edited")))
     runs.append(Run("\n", tags))
@@ -103,9 +104,9 @@ def message_runs(msg: ChatMessage, prev: ChatMessage | None, me: str,
 def room_runs(msgs: list[ChatMessage], me: str, read: int,
               prev: ChatMessage | None = None) -> list[Run]:
     """The blocks of consecutive messages; the "new messages" line goes before
-    the first one after the read marker ``read`` that is not mine (0: none)."""
+    the first one after the read marker ``read`` that is not mine (-1: none)."""
     runs: list[Run] = []
-    marked = read <= 0
+    marked = read < 0
     for msg in msgs:
         new_line = not marked and msg.seq > read and not msg.mine
         marked = marked or new_line

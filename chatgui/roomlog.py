@@ -58,7 +58,8 @@ class RoomLog:
         self.me = ""
         self.shown: deque[int] = deque()  # seqs drawn, oldest first
         self.last: ChatMessage | None = None  # for grouping the next one
-        self.marker_at = 0  # read marker of the room when it came in front (0: line drawn)
+        self.marker_at: int | None = None  # read marker when the room came in front
+        # (None once the "new messages" line is drawn)
         self.pending: dict[str, str] = {}  # ident -> text
         self.notes = 0
         configure_tags(widget)
@@ -111,8 +112,9 @@ class RoomLog:
         self.widget.insert(index, *args)  # type: ignore[arg-type]
         self.widget.configure(state="disabled")
 
-    def reset(self, msgs: list[ChatMessage], read: int, me: str) -> None:
-        """Draw a room from its buffer (it came in front, or a page replaced it)."""
+    def reset(self, msgs: list[ChatMessage], read: int, me: str, limit: int = 0) -> None:
+        """Draw a room from its buffer (it came in front, or a page replaced it):
+        its newest ``keep`` messages, or ``limit`` (a user reading back)."""
         self.me = me
         widget = self.widget
         widget.configure(state="normal")
@@ -122,11 +124,10 @@ class RoomLog:
         widget.configure(state="disabled")
         self.pending.clear()
         self.notes = 0
-        self.shown = deque(m.seq for m in msgs[-self.keep:])
-        self.marker_at = read
-        drawn = msgs[-self.keep:]
-        if any(m.seq > read and not m.mine for m in drawn) and read > 0:
-            self.marker_at = 0
+        drawn = msgs[-max(limit, self.keep):]
+        self.shown = deque(m.seq for m in drawn)
+        unread = any(m.seq > read and not m.mine for m in drawn)
+        self.marker_at = None if unread or read < 0 else read
         self.last = drawn[-1] if drawn else None
         widget.mark_set("live", "end-1c")
         self._insert("live", room_runs(drawn, me, read))
@@ -140,10 +141,10 @@ class RoomLog:
         follow = self.at_bottom()
         runs: list[Run] = []
         for msg in msgs:
-            new_line = (self.marker_at > 0 and msg.seq > self.marker_at and not msg.mine
-                        and not follow)  # one who watches the end has seen it
+            new_line = (self.marker_at is not None and msg.seq > self.marker_at
+                        and not msg.mine and not follow)  # one who watches the end saw it
             if new_line:
-                self.marker_at = 0
+                self.marker_at = None
             runs += message_runs(msg, self.last, self.me, new_line)
             self.last = msg
             self.shown.append(msg.seq)

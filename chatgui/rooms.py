@@ -41,6 +41,7 @@ class Room:
     asked_before: int = 0  # a history page before this seq is on its way
     at_start: bool = False  # the buffer reaches the oldest retained message
     detached: bool = False  # the buffer is a page around a search hit, not the live end
+    live: OrderedDict[int, ChatMessage] = field(default_factory=OrderedDict)  # kept meanwhile
     marked_at: float = -MARK_EVERY
 
     @property
@@ -143,26 +144,30 @@ class Rooms:
             self.changes.room_list = True
         return room
 
-    def jump(self, name: str, seq: int) -> bool:
-        """Show message ``seq`` of a room; True if its page of history must be asked for."""
+    def jump(self, name: str, seq: int, drawn: bool) -> bool:
+        """Show message ``seq`` of a room (``drawn``: its log shows it already);
+        True if its page of history must be asked for."""
         room = self.show(name)
         if room is None:
             return False
-        if seq in room.messages:
+        if drawn and seq in room.messages:
             self.changes.jump_to = seq
             return False
+        if not room.detached:
+            room.live = room.messages
         room.detached = True
-        room.messages.clear()
+        room.messages = OrderedDict()
         self.jumps[room_key(name)] = seq
         self.changes.front_reset = True
         return True
 
     def back_to_live(self, name: str) -> None:
-        """Leave a jumped-to page: the buffer is refilled with the newest page."""
+        """Leave a jumped-to page: the live end kept meanwhile comes back."""
         room = self.get(name)
-        if room is not None:
-            room.detached = True
-            room.messages.clear()
+        if room is not None and room.detached:
+            room.detached = False
+            room.messages, room.live = room.live, OrderedDict()
+            room.at_start = False
             self.changes.front_reset = True
 
     # ---------------------------------------------------------------- marking
@@ -342,8 +347,12 @@ class Rooms:
                     room.alerts += 1
                     where = f"in {room.label}" if not room.is_dm else "(direct message)"
                     changes.alerts.append(Alert(room.name, f"{msg.sender} {where}", msg.text))
-        if room.detached:
-            return  # shown when the user goes back to the live end
+        if room.detached:  # shown when the user goes back to the live end
+            if not room.live or msg.seq > next(reversed(room.live)):
+                room.live[msg.seq] = msg
+                while len(room.live) > self.keep:
+                    room.live.popitem(last=False)
+            return
         if room.messages and msg.seq <= room.newest_buffered():
             if msg.seq in room.messages or msg.seq < room.oldest_buffered():
                 return
@@ -382,7 +391,8 @@ class Rooms:
             # A jump (or a first look): the page replaces the buffer.
             room.messages = OrderedDict((m.seq, m) for m in msgs)
             room.at_start = not msgs or msgs[0].seq <= max(room.info.oldest, 1)
-            room.detached = bool(msgs) and msgs[-1].seq < room.info.seq
+            if msgs and msgs[-1].seq >= room.info.seq:  # the page reaches the end
+                room.detached, room.live = False, OrderedDict()
             if self._is_front(room):
                 self.changes.front_reset = True
                 self.changes.jump_to = self.jumps.pop(room_key(name), 0)

@@ -351,7 +351,10 @@ class ChatWindow:
             self.editing = None
 
     def jump(self, msg: ev.ChatMessage) -> None:
-        if self.rooms.jump(msg.room, msg.seq):
+        front = self.rooms.front_room()
+        drawn = front is not None and room_key(front.name) == room_key(msg.room) \
+            and msg.seq in self.log.shown
+        if self.rooms.jump(msg.room, msg.seq, drawn):
             room = self.rooms.get(msg.room)
             if room is not None:
                 room.asked_before = msg.seq + HISTORY_PAGE // 2
@@ -361,8 +364,6 @@ class ChatWindow:
         room = self.rooms.front_room()
         if room is not None:
             self.rooms.back_to_live(room.name)
-            room.asked_before = room.info.seq + 1
-            self.session.history(room.name, room.asked_before, HISTORY_PAGE)
 
     def open_rooms(self) -> list[str]:
         """The rooms to open again at the next login (dm rooms come by themselves)."""
@@ -489,7 +490,8 @@ class ChatWindow:
                 self.log.reset([], 0, self.session.name)
             else:
                 self.log.reset(list(front.messages.values()), front.info.read,
-                               self.session.name)
+                               self.session.name,  # a page around a hit: all of it
+                               limit=len(front.messages) if front.detached else 0)
                 self._redraw_pending(front)
             self.window["-LIVE-"].update(visible=bool(front and front.detached))
         else:
@@ -521,7 +523,8 @@ class ChatWindow:
     def _prepend(self, front: Room) -> None:
         """An older page came: redraw, keeping the old top message in view."""
         top = self.log.shown[0] if self.log.shown else 0
-        self.log.reset(list(front.messages.values()), 0, self.session.name)
+        self.log.reset(list(front.messages.values()), -1, self.session.name,
+                       limit=len(front.messages))
         self._redraw_pending(front)
         ranges = self.log.widget.tag_ranges(f"m{top}")
         if ranges:
@@ -686,7 +689,7 @@ class ChatWindow:
                 room.asked_before = room.info.seq + 1
             elif room.detached:
                 return
-        elif not room.at_start and self.log.at_top():
+        elif not room.at_start and self.log.at_top() and len(room.messages) < 3 * self.rooms.keep:
             room.asked_before = room.oldest_buffered()
         if room.asked_before:
             self.session.history(room.name, room.asked_before, HISTORY_PAGE)
@@ -815,6 +818,7 @@ class ChatWindow:
     # ---------------------------------------------------------------- state
 
     def state(self) -> dict[str, Any]:
+        self.window.TKroot.update_idletasks()  # the layout settled: true screen boxes
         front = self.rooms.front_room()
         rows = {}
         box = self.window["-ROOMS-"].Widget
@@ -874,7 +878,7 @@ class ChatWindow:
             "message_boxes": {str(seq): box for seq in list(self.log.shown)[-60:]
                               if (box := self.log.box_of(seq))},
             "boxes": {key.strip("-").lower(): self._box(self.window[key].Widget)
-                      for key in ("-LOG-", "-SEND-", "-EXIT-", "-SEARCH-", "-NEWROOM-",
+                      for key in ("-LOG-", "-INPUT-", "-SEND-", "-EXIT-", "-SEARCH-", "-NEWROOM-",
                                   "-JOIN-", "-PRIVATE-", "-INVITEE-", "-LIVE-", "-BANNER-")},
             **self.stats.as_dict(),
         }

@@ -10,24 +10,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-HELP = """commands:
-  text               a message to the current room (//text: one that starts with '/')
-  /join ROOM         join (or create) ROOM and switch to it; /join -private ROOM creates it private
-  /part [ROOM]       leave ROOM (default: the current room)
-  /rooms             list the rooms you can join
-  /dm NAME           open the direct conversation with the account NAME
-  /msg NAME text     a private message to whoever is online as NAME (not kept)
-  /members [ROOM]    who is in the room, and who of them is online
-  /topic [text]      show the current room's topic, or set it
-  /search WORDS      find messages with all WORDS in your rooms, newest first
-  /edit [#N] text    change your message #N (default: your last one here)
-  /delete [#N]       delete your message #N (default: your last one here)
-  /mark [ROOM]       mark everything in ROOM as read
-  /who               everyone online
-  /help              this help
-  /quit              leave (Ctrl+D on an empty line does too)
-keys: Ctrl+N / Ctrl+P or Alt+Right / Alt+Left next / previous room, Alt+1..9 room by number,
-      PageUp / PageDown scroll, Enter sends"""
+HELP = """a line is a message to the current room (//text: one starting with '/')
+  /join [-private] ROOM  join or create a room, and go there
+  /part [ROOM]           leave a room (default: this one)
+  /rooms                 the rooms you can join
+  /dm NAME               a direct conversation with the account NAME
+  /msg NAME text         a private message to NAME, online now (not kept)
+  /members [ROOM]        who is in the room, and who of them is online
+  /topic [text]          show or set the topic
+  /search WORDS          messages with all the WORDS in your rooms
+  /edit [#N] text        change your message #N (default: your last here)
+  /delete [#N]           delete your message #N (default: your last here)
+  /mark [ROOM]           mark a room as read
+  /who  everyone online     /quit  leave     /help  this help
+keys: Ctrl+N / Ctrl+P or Alt+Right / Alt+Left  next / previous room
+      Alt+1..9  room by number   PageUp / PageDown  scroll   Ctrl+D  quit"""
 
 #: Commands that take nothing after their word.
 BARE = frozenset({"rooms", "who", "help", "quit"})

@@ -161,3 +161,28 @@ def test_a_refused_commit_takes_back_every_change_of_the_turn(h: Lazy) -> None:
     # The state is as before: the same requests now succeed.
     h.do(alice, {"type": "say", "room": "dev", "text": "two", "id": "s"})
     assert [(f["type"], f.get("seq")) for f in h.frames(bob)] == [("msg", 2)]
+
+
+def test_requests_after_a_password_change_wait_for_its_answer(h: Lazy) -> None:
+    control = h.connect(kind=1)
+    h.do(control, {"type": "account_add", "name": "ann", "password": "old password", "id": "a"})
+    assert [(f["type"], f.get("ref")) for f in h.frames(control)] == [("ok", "a")]
+    h.turn()
+    ann = h.connect()
+    h.send(ann, {"type": "hello", "proto": 2, "name": "ann", "password": "old password"})
+    h.end()
+    assert h.frames(ann)[0]["type"] == "welcome"
+    h.do(ann, {"type": "password", "old": "old password", "new": "new password", "id": "p"},
+         {"type": "say", "room": "lobby", "text": "after", "id": "s"},
+         {"type": "ping", "id": "q"})
+    h.do(ann)  # the new password's hash is back: ok
+    h.do(ann)  # the loop's next turn: the requests that waited
+    got = [(f["type"], f.get("ref") or f.get("id")) for f in h.frames(ann)]
+    assert got == [("ok", "p"), ("msg", "s"), ("pong", "q")]
+
+
+def test_a_control_error_raised_deep_carries_the_request_ref(h: Lazy) -> None:
+    control = h.connect(kind=1)
+    h.do(control, {"type": "announce", "room": "nowhere", "text": "x", "id": "n"})
+    (reply,) = h.frames(control)
+    assert (reply["code"], reply["ref"], reply["fatal"]) == ("no_such_room", "n", False)
