@@ -19,8 +19,9 @@ only ever does non-blocking pipe I/O:
   and is replaced when the next job needs it (not at once: a child that cannot
   start must not make the loop spin).
 
-Children run at a lower priority (``os.nice``): a login storm slows logins
-down, not the chat. They exit when their stdin closes, so a server that dies
+Children run as idle-time work (``SCHED_IDLE``, else a lower ``nice``): they
+get a CPU only when nothing else wants it, so a login storm slows logins down,
+not the chat (at ``nice`` 10 a worker still took time slices from the loop). They exit when their stdin closes, so a server that dies
 takes its workers with it. Subprocesses, not threads nor
 ``multiprocessing``: the server stays one thread (multiprocessing's queues
 start feeder threads), and a fresh interpreter holds none of the server's
@@ -361,8 +362,11 @@ def main() -> int:
     """The worker: jobs from stdin, results to stdout, until stdin closes."""
     # The server decides when we stop; a Ctrl-C meant for it must not kill us first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError):  # not Linux, or not allowed
+        with contextlib.suppress(OSError):
+            os.nice(NICENESS)
     decoder = Decoder(JOB_MAX_BYTES)
     out = sys.stdout.buffer
     try:

@@ -315,7 +315,7 @@ class Rooms:
         room.unread = info.unread
         if info.members:
             room.members = {m.name.casefold(): m for m in info.members}
-        if self.front is None:
+        if self.front is None and info.kind != "dm":  # a dm comes in front when asked
             self.show(info.name)
 
     def _remove(self, key: str) -> None:

@@ -36,7 +36,8 @@ class Refused(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="chat", description="Chat from a terminal (full screen) or a pipe (lines).")
+        prog="chat", description="Chat from a terminal (full screen) or a pipe (lines).",
+        allow_abbrev=False)  # else ``--password SECRET`` would pass for --password-stdin
     parser.add_argument("--version", action="version", version=f"chat {__version__}")
     parser.add_argument("--name", required=True, help="your user or account name")
     parser.add_argument("--host", default=limits.DEFAULT_HOST, help="server address")

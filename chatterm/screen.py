@@ -38,6 +38,10 @@ from chatclient.net import Connection
 from chatterm.chat import Chat
 from chatterm.lines import Line, changed, clock
 
+#: The session's status in the status line (nothing while it is ready).
+STATES = {"idle": "offline", "connecting": "connecting", "handshake": "logging in",
+          "waiting": "offline", "closing": "closing", "done": "closed"}
+
 KEEP_LINES = 5000  # per room; older lines scroll away for good
 TICK = 1.0  # the longest the screen goes without a redraw (clock, typing notice)
 NOWHERE = ""  # the buffer for news before any room is known
@@ -91,17 +95,22 @@ class Screen:
     def _lines(self) -> deque[Line]:
         return self.logs.setdefault(self.chat.current or NOWHERE, deque(maxlen=KEEP_LINES))
 
+    def _shown(self) -> list[Line]:
+        """The log up to where it is scrolled back to; the window shows its end."""
+        lines = list(self._lines())
+        return lines[:len(lines) - self.scroll]
+
     def _log_text(self) -> StyleAndTextTuples:
         fragments: StyleAndTextTuples = []
-        for line in self._lines():
+        for line in self._shown():
             fragments += [("class:time", clock(line.ts) + " "),
                           (f"class:{line.style}", line.text), ("", "\n")]
         return fragments[:-1]
 
     def _log_cursor(self) -> Point:
-        """The newest line, or as far back as scrolled: the window keeps it in view."""
-        rows = sum(line.text.count("\n") + 1 for line in self._lines())
-        return Point(0, max(0, rows - 1 - self.scroll))
+        """The last line shown: the window keeps it in view, at the bottom."""
+        rows = sum(line.text.count("\n") + 1 for line in self._shown())
+        return Point(0, max(0, rows - 1))
 
     def _status_text(self) -> StyleAndTextTuples:
         chat, now = self.chat, time.monotonic()
@@ -118,12 +127,20 @@ class Screen:
             parts.append(("class:status", f"| {', '.join(typers)} typing "))
         if self.scroll:
             parts.append(("class:status", "| -- more below -- "))
-        state = chat.session.status
-        if chat.failure:
-            parts.append(("class:status.unread", f"| {chat.failure} (Ctrl+D quits)"))
-        elif state != "ready":
-            parts.append(("class:status.unread", f"| {state}"))
+        connection = self._connection_text(now)
+        if connection:
+            parts.append(("class:status.unread", f"| {connection} "))
         return parts
+
+    def _connection_text(self, now: float) -> str:
+        """The connection in words, when it is not simply up."""
+        session = self.chat.session
+        if self.chat.failure:
+            return f"{self.chat.failure} (Ctrl+D quits)"
+        retry = session.next_attempt_at()
+        if session.status == "waiting" and retry is not None:
+            return f"offline, trying again in {max(0.0, retry - now):.0f} s"
+        return STATES.get(session.status, "")
 
     # --- keys -----------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatgui.login import check
+from chatgui.login import Form, check
 
 
 @pytest.mark.parametrize(("name", "host", "port", "problem"), [
@@ -19,8 +19,20 @@ from chatgui.login import check
     ("alice", "127.0.0.1", "٦٥٤", "Port:"),  # decimal, but not what people mean by a port
 ])
 def test_form_check(name, host, port, problem):
-    found = check(name, host, port)
+    found = check(Form(name, host, port, mode="guest"))
     if problem is None:
         assert found is None
     else:
         assert found is not None and found.startswith(problem)
+
+
+@pytest.mark.parametrize(("mode", "password", "problem"), [
+    ("account", "", "Password:"),  # an account needs its password
+    ("account", "x", None),  # its rules are the server's to check
+    ("guest", "", None),
+    ("register", "short", "Password:"),  # 8..256 code points (§11)
+    ("register", "correct horse", None),
+])
+def test_form_check_passwords(mode, password, problem):
+    found = check(Form("alice", "127.0.0.1", "65432", mode=mode, password=password))
+    assert (found or "").startswith(problem or "") and (found is None) == (problem is None)

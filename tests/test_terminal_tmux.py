@@ -246,3 +246,20 @@ def test_ctrl_d_on_an_empty_line_quits_and_says_bye(server, open_pane):
         assert pane.wait_exit() == 0
         gone = bob.drain_until(lambda m: m["type"] == "presence" and not m["online"])[-1]
         assert (gone["name"], gone["reason"]) == ("alice", "quit")
+
+
+def test_page_up_shows_earlier_lines_and_page_down_comes_back(server, open_pane):
+    pane = open_pane("--name", "alice")
+    pane.wait_text("logged in as alice")
+    with v2(server, "bob") as bob:
+        for number in range(1, 41):
+            bob.send({"type": "say", "room": "lobby", "text": f"line {number:02}"})
+        rows = pane.wait_text("<bob> line 40")
+        assert not any("line 01" in row for row in rows)
+        pane.keys("PageUp", "PageUp")
+        rows = pane.wait_text("<bob> line 01")
+        assert "more below" in pane.status_line(rows)
+        assert not any("line 40" in row for row in rows)
+        pane.keys("PageDown", "PageDown")
+        rows = pane.wait_text("<bob> line 40")
+        assert "more below" not in pane.status_line(rows)
