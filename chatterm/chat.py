@@ -52,6 +52,7 @@ from chatclient.events import (
 from chatclient.session import ClientSession
 from chatterm import commands
 from chatterm.lines import PART_WORDS, Line, indent, label, message_line, news
+from protocol.errors import ProtocolError
 from protocol.values import dm_name, name_key, room_key
 
 MARK_EVERY = 2.0  # seconds between read-marker updates of the room in view (each is a request)
@@ -114,6 +115,12 @@ class Chat:
     def handle(self, line: str) -> list[Line]:
         """Act on one typed line; the lines to show at once (help, mistakes)."""
         command = commands.parse(line.rstrip("\r\n"))  # a CRLF file works too
+        try:
+            return self._do(command)
+        except ProtocolError as exc:  # what the server would refuse is refused here
+            return [news(None, None, f"not sent: {exc.message} ({exc.code})", "error")]
+
+    def _do(self, command: commands.Command) -> list[Line]:
         kind = command.kind
         if kind == "none":
             return []

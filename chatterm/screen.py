@@ -222,6 +222,7 @@ class Screen:
             self._show(event)
         if self.chat.current != before:
             self.scroll = 0
+        self.chat.tick(time.monotonic())  # the read marker, if a message came too soon for it
         if self.chat.wants_history():
             for event in self.conn.poll():
                 self._show(event)
@@ -246,6 +247,8 @@ class Screen:
                     log[index] = changed(old, self.chat.where(key), line)
                     return
         log.append(line)
+        if self.scroll and key == self.chat.current:
+            self.scroll += 1  # scrolled back: the view stays where it is
 
     def _watch(self) -> None:
         """Readers, writers and the timer of the event loop for the connection as it is now."""

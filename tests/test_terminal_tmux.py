@@ -263,3 +263,24 @@ def test_page_up_shows_earlier_lines_and_page_down_comes_back(server, open_pane)
         pane.keys("PageDown", "PageDown")
         rows = pane.wait_text("<bob> line 40")
         assert "more below" not in pane.status_line(rows)
+
+
+def test_who_is_typing_shows_in_the_status_line(server, open_pane):
+    pane = open_pane("--name", "alice")
+    pane.wait_text("logged in as alice")
+    with v2(server, "bob") as bob:
+        bob.send({"type": "typing", "room": "lobby"})
+        rows = pane.wait(lambda rows: "bob typing" in pane.status_line(rows), "bob typing")
+        assert pane.input_line(rows) == "[lobby]"
+
+
+def test_a_wrong_password_is_shown_and_quitting_exits_1(server, open_pane):
+    server.request({"type": "account_add", "name": "alice", "password": PASSWORD})
+    pane = open_pane("--name", "alice", "--account")
+    pane.wait_text("password for alice:")
+    pane.type("not it at all")
+    pane.keys("Enter")
+    pane.wait_text("auth_failed")
+    pane.keys("C-d")
+    assert pane.wait_exit() == 1
+    assert any(row.startswith("chat: auth_failed") for row in pane.screen(HEIGHT))
