@@ -145,3 +145,13 @@ def test_room_given_on_the_command_line_is_kept_while_it_is_joined():
     wire = Wire([summary("lobby")], room="ops")
     assert wire.chat.current == "ops"
     assert [(f["type"], f["room"]) for f in wire.sent()] == [("join", "ops")]
+
+
+def test_what_the_server_would_refuse_is_refused_here_and_nothing_is_sent():
+    wire = Wire([summary("lobby")])
+    for typed, code in (("bell \x07", "bad_text"), ("/join #ops", "bad_room"),
+                        ("/dm no spaces", "usage")):
+        (line,) = wire.type(typed)
+        assert line.style == "error" and code in line.text, line
+    assert wire.sent() == []
+    assert wire.chat.current == "lobby"
