@@ -720,7 +720,7 @@ class Core:
             turn.broadcast(chan1, encode(m.msg(seq, ts, sender, text, ident)), durable=True)
         watch = self.watch
         if room.chan.conns or watch.conns:
-            frame = encode(m.room_msg(room.name, seq, ts, sender, text, ident))
+            frame = encode(m.room_msg(room.name, seq, ts, sender, text, ident=ident))
             if watch.conns:
                 turn.broadcast(watch, frame, durable=True)
             turn.public(room.chan, frame, conn, ok, ref)

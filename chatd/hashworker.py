@@ -21,8 +21,9 @@ only ever does non-blocking pipe I/O:
 
 Children run as idle-time work (``SCHED_IDLE``, else a lower ``nice``): they
 get a CPU only when nothing else wants it, so a login storm slows logins down,
-not the chat (at ``nice`` 10 a worker still took time slices from the loop). They exit when their stdin closes, so a server that dies
-takes its workers with it. Subprocesses, not threads nor
+not the chat (at ``nice`` 10 a worker still took time slices from the loop).
+They exit when their stdin closes, so a server that dies takes its workers
+with it. Subprocesses, not threads nor
 ``multiprocessing``: the server stays one thread (multiprocessing's queues
 start feeder threads), and a fresh interpreter holds none of the server's
 sockets or files.

@@ -275,7 +275,7 @@ def msg(seq: int, ts: int, sender: str, text: str, ident: str | None = None) -> 
     return out
 
 
-def room_msg(room: str, seq: int, ts: int, sender: str, text: str,
+def room_msg(room: str, seq: int, ts: int, sender: str, text: str, *,
              ident: str | None = None) -> Message:
     """A new message of a room, version 2 shape (§14)."""
     out: Message = {"type": "msg", "room": room, "seq": seq, "ts": ts, "from": sender,
