@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test lint system clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,11 +27,15 @@ run: $(STAMP)
 		echo "connect with: $(BIN)/chat --name NAME  (or $(BIN)/chatgui on a desktop)"; \
 	fi
 
+# Debian packages the tests need (Xvfb, xdotool, tmux, fonts...), when missing.
+system:
+	@bash scripts/system-packages
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+test: system lint
 	$(BIN)/pytest
 
 clean:

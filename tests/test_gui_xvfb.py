@@ -28,6 +28,7 @@ import pytest
 
 from chatgui.lines import Line
 from chatgui.logview import LogView
+from tests.gui_tools import xvfb
 from tests.support import TestClient, running_server
 
 WAIT = 15.0
@@ -35,31 +36,8 @@ WAIT = 15.0
 
 @pytest.fixture(scope="module")
 def display() -> Iterator[str]:
-    read_end, write_end = os.pipe()
-    proc = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-        pass_fds=[write_end], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write_end)
-    number = b""
-    deadline = time.monotonic() + WAIT
-    try:
-        while not number.endswith(b"\n"):
-            ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                raise AssertionError("Xvfb did not start in time")
-            chunk = os.read(read_end, 16)
-            if not chunk:
-                raise AssertionError(f"Xvfb exited with {proc.wait(WAIT)}")
-            number += chunk
-        yield f":{int(number)}"
-    finally:
-        os.close(read_end)
-        proc.terminate()
-        try:
-            proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(WAIT)
+    with xvfb() as name:
+        yield name
 
 
 def wait_for(what: str, cond: Callable[[], Any], timeout: float = WAIT) -> Any:
