@@ -16,6 +16,7 @@ import contextlib
 import resource
 import selectors
 import socket
+import ssl
 import time
 import traceback
 from array import array
@@ -113,6 +114,7 @@ class RoomSpec:
     size: int  # text length
     window: int  # fan-out: most unacknowledged messages per sender
     per_sender_rate: float  # latency: messages per second per sender
+    tls: bool = False  # connect with TLS (to the server's TLS port)
 
 
 class RoomClient:
@@ -139,10 +141,20 @@ class RoomClient:
         self.say = say  # fan-out: the `say` frame this sender repeats
 
 
-def _login(host: str, port: int, name: str) -> tuple[socket.socket, Decoder]:
-    """Blocking login (the generator may block); returns the socket, non-blocking."""
+def _login(host: str, port: int, name: str, tls: bool = False) -> tuple[socket.socket, Decoder]:
+    """Blocking login (the generator may block); returns the socket, non-blocking.
+
+    With ``tls`` the certificate is not checked (the figures are the server's
+    cost of TLS). An ``SSLSocket`` decrypts one record per read and leaves the
+    rest in the kernel, where the selector sees it.
+    """
     sock = socket.create_connection((host, port), timeout=SETUP_TIMEOUT)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        sock = context.wrap_socket(sock)
     sock.sendall(hello(name))
     decoder = Decoder(CLIENT_MAX_FRAME)
     while True:
@@ -182,7 +194,10 @@ def barrier(clients: list[RoomClient]) -> None:
             raise BenchError("timed out waiting for pong (barrier)")
         for key, _ in sel.select(1.0):
             client = key.data
-            data = client.sock.recv(RECV_SIZE)
+            try:
+                data = client.sock.recv(RECV_SIZE)
+            except ssl.SSLWantReadError:  # part of a TLS record
+                continue
             if not data:
                 raise BenchError(f"{client.name}: server closed the connection")
             assert client.decoder is not None
@@ -202,7 +217,7 @@ def _send(sel: selectors.BaseSelector, client: RoomClient, data: bytes) -> None:
         return
     try:
         sent = client.sock.send(data)
-    except BlockingIOError:
+    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
         sent = 0
     if sent < len(data):
         client.out += data[sent:]
@@ -212,7 +227,7 @@ def _send(sel: selectors.BaseSelector, client: RoomClient, data: bytes) -> None:
 def _flush(sel: selectors.BaseSelector, client: RoomClient) -> None:
     try:
         sent = client.sock.send(client.out)
-    except BlockingIOError:
+    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
         return
     del client.out[:sent]
     if not client.out:
@@ -254,7 +269,7 @@ class _Snapshots:
 def _recv(client: RoomClient, buf: bytearray) -> int:
     try:
         n = client.sock.recv_into(buf)
-    except BlockingIOError:
+    except (BlockingIOError, ssl.SSLWantReadError):
         return 0
     if n == 0:
         raise BenchError(f"{client.name}: server closed the connection under load")
@@ -359,7 +374,7 @@ def room_worker(pipe: Connection, spec: RoomSpec) -> None:
 
     def body() -> None:
         for name, sender, probe in zip(spec.names, spec.senders, spec.probes, strict=True):
-            sock, decoder = _login(spec.host, spec.port, name)
+            sock, decoder = _login(spec.host, spec.port, name, spec.tls)
             clients.append(RoomClient(sock, name, sender, probe, decoder, say=say))
         pipe.send(("ready", None))
         pipe.recv()  # every worker is logged in

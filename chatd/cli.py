@@ -84,11 +84,16 @@ def _setting_flags(names: Sequence[str] | None = None) -> OneLineParser:
         if names is None or setting.name in names:
             default = getattr(defaults, setting.name)
             shown = "" if default is None else f" (default: {text_of(default)})"
+            help_text = (setting.help + shown).replace("%", "%%")
+            if setting.switch:  # a bare flag: the setting's "true"
+                parent.add_argument(flag_of(setting.name), dest=setting.name,
+                                    action="store_const", const="true", help=help_text)
+                continue
             parent.add_argument(
                 flag_of(setting.name),
                 dest=setting.name,
                 metavar=setting.metavar or None,
-                help=(setting.help + shown).replace("%", "%%"),
+                help=help_text,
             )
     return parent
 

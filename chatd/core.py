@@ -103,6 +103,7 @@ class Core:
         self.frames_out = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self.tls_fingerprint: str | None = None  # set by the loop while TLS is on
         self._login_frame = min(LOGIN_MAX_FRAME, settings.max_frame)
         self._load()
         from chatd import login, message_requests, operators, room_requests
@@ -397,6 +398,12 @@ class Core:
                 self.close(conn, None, None)
 
     def status(self) -> Message:
+        status = self._status_counters()
+        if self.tls_fingerprint is not None:  # contract §20: what clients pin
+            status["tls_fingerprint"] = self.tls_fingerprint
+        return status
+
+    def _status_counters(self) -> Message:
         return {
             "type": "status",
             "server": SERVER_NAME,

@@ -49,8 +49,11 @@ from chatd.hashworker import HashWorker
 from chatd.settings import Settings
 from chatd.store import Store, open_store
 from chatd.timers import Timers
+from chatd.tls import ServerCertificate, TLSTransport
 from chatd.transport import Chunk, SocketTransport, Transport
 from chatd.unix_path import unix_address
+from chatd.web.http import Site
+from chatd.web.transport import WebTransport
 
 log = logging.getLogger("chatd")
 
@@ -69,6 +72,8 @@ ACCEPT_BACKOFF_S = 0.2  # out of file descriptors: stop accepting this long
 STATUS_EVERY_S = 5.0  # notify("STATUS=...") period
 
 _LISTEN = "listen"
+_LISTEN_TLS = "listen-tls"
+_LISTEN_WEB = "listen-web"
 _CONTROL = "control"
 _WAKEUP = "wakeup"
 _HASHED = "hashed"
@@ -109,7 +114,11 @@ class Server:
         self.notify = notify
         self.sel = selectors.DefaultSelector()
         self.timers: Timers[Any] = Timers()
-        self.listener: socket.socket | None = None
+        self.listener: socket.socket | None = None  # None with plain_port_off
+        self.tls_listener: socket.socket | None = None
+        self.web_listener: socket.socket | None = None  # http_port: the web client, /ws
+        self.site: Site | None = None
+        self.certificate: ServerCertificate | None = None  # while TLS is on
         self.control: socket.socket | None = None
         self.control_bound = False
         self.store: Store | None = None
@@ -133,27 +142,65 @@ class Server:
         settings = self.settings
         raise_fd_limit()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.listener = self._listen_tcp()
+        if not settings.plain_port_off:
+            self.listener = self._listen_tcp(settings.port)
+            self.port = self.listener.getsockname()[1]
+        if settings.tls_port:
+            self.certificate = self._load_certificate()
+            self.tls_listener = self._listen_tcp(settings.tls_port)
+            if self.listener is None:  # the port the logs and the notify status name
+                self.port = settings.tls_port
+        if settings.http_port:  # HTTPS when TLS is on (contract §21)
+            self.web_listener = self._listen_tcp(settings.http_port)
+            self.site = Site("https" if self.certificate else "http", settings.allowed_origins)
         self.control = self._listen_control()
         self.store = open_store(settings)
         self.hasher = HashWorker(settings.hash_workers)
         core = Core(settings, self.store, self.hasher, time.monotonic(), _wall_ms())
         self.sel.register(self.hasher.fileno(), selectors.EVENT_READ, _HASHED)
-        self.sel.register(self.listener, selectors.EVENT_READ, _LISTEN)
+        if self.listener is not None:
+            self.sel.register(self.listener, selectors.EVENT_READ, _LISTEN)
+        if self.certificate is not None and self.tls_listener is not None:
+            core.tls_fingerprint = self.certificate.fingerprint
+            self.sel.register(self.tls_listener, selectors.EVENT_READ, _LISTEN_TLS)
+        if self.web_listener is not None:
+            self.sel.register(self.web_listener, selectors.EVENT_READ, _LISTEN_WEB)
         self.sel.register(self.control, selectors.EVENT_READ, _CONTROL)
         self.accepting = True
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
         self.sel.register(self.wake_r, selectors.EVENT_READ, _WAKEUP)
         self.old_wakeup = signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.old_handlers[signum] = signal.signal(signum, self._on_signal)
         return core
 
-    def _listen_tcp(self) -> socket.socket:
+    def _load_certificate(self) -> ServerCertificate:
+        settings = self.settings
+        return ServerCertificate.load(settings.tls_cert, settings.tls_key, settings.data_dir,
+                                      settings.host)
+
+    def _reload_certificate(self) -> None:
+        """SIGHUP: new TLS connections use the files as they are now; open
+        ones keep theirs. Bad files are logged and the old certificate stays."""
+        if self.certificate is None:
+            log.info("SIGHUP: TLS is off, nothing to reload")
+            return
+        try:
+            certificate = self._load_certificate()
+        except StartupError as exc:
+            log.error("SIGHUP: keeping the TLS certificate in use: %s", exc)
+            return
+        self.certificate = certificate
+        if self.core is not None:
+            self.core.tls_fingerprint = certificate.fingerprint
+        log.info("TLS certificate reloaded from %s, fingerprint %s", certificate.cert_path,
+                 certificate.fingerprint)
+
+    def _listen_tcp(self, port: int) -> socket.socket:
         settings = self.settings
         try:
-            infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM,
+            infos = socket.getaddrinfo(settings.host, port, type=socket.SOCK_STREAM,
                                        flags=socket.AI_PASSIVE)
         except socket.gaierror as exc:
             raise StartupError(f"cannot resolve host {settings.host!r}: {exc}") from None
@@ -167,14 +214,13 @@ class Server:
             sock.close()
             if exc.errno == errno.EADDRINUSE:
                 raise StartupError(
-                    f"port {settings.port} on {settings.host} is in use "
+                    f"port {port} on {settings.host} is in use "
                     "(another chatd or another program)"
                 ) from None
             raise StartupError(
-                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+                f"cannot listen on {settings.host}:{port}: {exc.strerror}"
             ) from None
         sock.setblocking(False)
-        self.port = sock.getsockname()[1]
         return sock
 
     def _listen_control(self) -> socket.socket:
@@ -241,13 +287,13 @@ class Server:
         self.wake_w.close()
 
     def _stop_listening(self) -> None:
-        for sock in (self.listener, self.control):
+        for sock in (self.listener, self.tls_listener, self.web_listener, self.control):
             if sock is not None:
                 if self.accepting or sock is self.control:
                     with contextlib.suppress(KeyError, ValueError):
                         self.sel.unregister(sock)
                 sock.close()
-        self.listener = self.control = None
+        self.listener = self.tls_listener = self.web_listener = self.control = None
         self.accepting = False
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -259,6 +305,12 @@ class Server:
     def run(self) -> int:
         core = self.core = self._open()
         settings = self.settings
+        if self.certificate is not None and self.tls_listener is not None:
+            log.info("TLS on %s:%d fingerprint %s", settings.host,
+                     self.tls_listener.getsockname()[1], self.certificate.fingerprint)
+        if self.site is not None and self.web_listener is not None:
+            log.info("web client at %s://%s:%d/", self.site.scheme, settings.host,
+                     self.web_listener.getsockname()[1])
         log.info("listening on %s:%d control %s", settings.host, self.port,
                  settings.control_path)
         self.notify(f"READY=1\nSTATUS=listening on {settings.host}:{self.port}")
@@ -288,6 +340,11 @@ class Server:
                         writable.append(data)
                 elif data == _LISTEN:
                     self._accept(key.fileobj, CHAT)  # type: ignore[arg-type]
+                elif data == _LISTEN_TLS:
+                    self._accept(key.fileobj, CHAT, tls=True)  # type: ignore[arg-type]
+                elif data == _LISTEN_WEB:
+                    self._accept(key.fileobj, CHAT,  # type: ignore[arg-type]
+                                 tls=self.certificate is not None, web=True)
                 elif data == _CONTROL:
                     self._accept(key.fileobj, CONTROL)  # type: ignore[arg-type]
                 elif data == _HASHED:
@@ -305,6 +362,9 @@ class Server:
             if self.signals:
                 signals, self.signals = self.signals, []
                 for signum in signals:
+                    if signum == signal.SIGHUP:
+                        self._reload_certificate()
+                        continue
                     if signum == signal.SIGINT and core.stopping:
                         log.warning("second SIGINT: exiting at once")
                         return 1
@@ -330,6 +390,12 @@ class Server:
                     self._drop(target)
             elif kind == "accept":
                 self._resume_accepting()
+            elif kind == "tls":
+                # Contract §20: a TLS handshake not done in handshake_timeout
+                # closes the connection (its timeout frame could not go out).
+                if target.state != CLOSED and target.transport.handshaking:
+                    core.lost(target)
+                    self._drop(target)
             elif kind == "status":
                 self.notify(f"STATUS={core.status_users()} users online")
                 self.timers.schedule(now + STATUS_EVERY_S, None, "status")
@@ -349,7 +415,8 @@ class Server:
 
     # --- accept, read, write -------------------------------------------------
 
-    def _accept(self, listener: socket.socket, kind: int) -> None:
+    def _accept(self, listener: socket.socket, kind: int, tls: bool = False,
+                web: bool = False) -> None:
         core = self.core
         assert core is not None
         if not self.accepting:  # paused by the other listener earlier this turn
@@ -376,6 +443,11 @@ class Server:
                 label = "control"
             conn = core.connect(kind, label, address[0] if kind == CHAT else "")
             conn.transport = SocketTransport(sock)
+            if tls and self.certificate is not None:
+                conn.transport = TLSTransport(conn.transport, self.certificate.context)
+                self.timers.schedule(core.now + self.settings.handshake_timeout, conn, "tls")
+            if web and self.site is not None:  # HTTP until /ws upgrades (chatd.web)
+                conn.transport = WebTransport(conn.transport, self.site, conn.decoder)
             conn.events = selectors.EVENT_READ
             self.sel.register(conn.transport, selectors.EVENT_READ, conn)
             self.fd_warned = False  # the next shortage is worth a log line again
@@ -386,16 +458,21 @@ class Server:
         if not self.fd_warned:
             log.warning("cannot accept: %s; pausing accepts", exc.strerror)
             self.fd_warned = True
-        for sock in (self.listener, self.control):
+        for sock in (self.listener, self.tls_listener, self.web_listener, self.control):
             if sock is not None:
                 self.sel.unregister(sock)
         self.accepting = False
         self.timers.schedule(time.monotonic() + ACCEPT_BACKOFF_S, None, "accept")
 
     def _resume_accepting(self) -> None:
-        if self.accepting or self.listener is None or self.control is None:
+        if self.accepting or self.control is None:
             return
-        self.sel.register(self.listener, selectors.EVENT_READ, _LISTEN)
+        if self.listener is not None:
+            self.sel.register(self.listener, selectors.EVENT_READ, _LISTEN)
+        if self.tls_listener is not None:
+            self.sel.register(self.tls_listener, selectors.EVENT_READ, _LISTEN_TLS)
+        if self.web_listener is not None:
+            self.sel.register(self.web_listener, selectors.EVENT_READ, _LISTEN_WEB)
         self.sel.register(self.control, selectors.EVENT_READ, _CONTROL)
         self.accepting = True
 

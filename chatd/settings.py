@@ -18,6 +18,7 @@ from typing import Any
 
 import platformdirs
 
+from chatd.web.origin import origin_text, parse_origin
 from protocol import limits
 from protocol.values import room_key, room_problem
 
@@ -92,6 +93,44 @@ def port_number(text: str) -> int:
     if not 0 <= value <= 65535:
         raise ValueError("must be 0..65535 (0 picks a free port)")
     return value
+
+
+def _tls_port(text: str) -> int:
+    """The TLS port: a fixed one, or 0 for no TLS (so it cannot pick a free port)."""
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be 0..65535 (0 turns TLS off)")
+    return value
+
+
+def _http_port(text: str) -> int:
+    """The web listener's port, or 0 for none."""
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be 0..65535 (0 turns the web listener off)")
+    return value
+
+
+def _origins(items: Sequence[str]) -> tuple[str, ...]:
+    """Origins written out in full (``http://chat.example:80``), each valid."""
+    origins: list[str] = []
+    for item in items:
+        origin = parse_origin(item)
+        if origin is None:
+            raise ValueError(f"{item!r} is not an origin like https://chat.example:8443")
+        origins.append(origin_text(origin))
+    return tuple(origins)
+
+
+def _origin_list(text: str) -> tuple[str, ...]:
+    """``https://a.example, http://b.example:8080``: origins separated by commas."""
+    return _origins([item.strip() for item in text.split(",") if item.strip()])
+
+
+def _origin_array(value: list[Any]) -> tuple[str, ...]:
+    if not all(isinstance(item, str) for item in value):
+        raise ValueError("must be an array of strings")
+    return _origins(value)
 
 
 def _frame(text: str) -> int:
@@ -195,6 +234,8 @@ class Setting:
     #: its reader: a boolean for a switch, an array for a list. Other settings
     #: refuse such values, so ``port = true`` is an error, not port 1.
     toml: tuple[type, Callable[[Any], Any]] | None = None
+    #: On the command line a bare switch meaning ``true`` (``--plain-port-off``).
+    switch: bool = False
 
 
 #: Every server setting. Defaults live on :class:`Settings`.
@@ -241,6 +282,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_rooms", _positive_int, "most rooms one user may be a member of", "N"),
     Setting("hash_workers", _positive_int, "worker processes that hash and check passwords "
             "(off the event loop)", "N"),
+    Setting("tls_port", _tls_port, "TCP port for TLS connections (0 = no TLS)", "PORT"),
+    Setting("tls_cert", _path, "TLS certificate chain, PEM (default: a self-signed one "
+            "created in DATA_DIR; SIGHUP reloads the files)", "FILE"),
+    Setting("tls_key", _path, "private key of --tls-cert, PEM (default: in the "
+            "certificate file)", "FILE"),
+    Setting("http_port", _http_port, "TCP port of the web client and its WebSocket, "
+            "HTTPS when TLS is on (0 = off)", "PORT"),
+    Setting("allowed_origins", _origin_list, "origins besides the server's own whose pages "
+            "may open its WebSocket, separated by commas (in the config file also an array)",
+            "ORIGIN[,ORIGIN...]", toml=(list, _origin_array)),
+    Setting("plain_port_off", _bool, "do not listen on the plain port (only TLS)",
+            "true|false", toml=(bool, bool), switch=True),
 )
 
 
@@ -277,6 +330,12 @@ class Settings:
     default_rooms: tuple[str, ...] = (limits.LOBBY,)
     max_rooms: int = limits.DEFAULT_MAX_ROOMS
     hash_workers: int = 1
+    tls_port: int = limits.DEFAULT_TLS_PORT
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    plain_port_off: bool = False
+    http_port: int = limits.DEFAULT_HTTP_PORT
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def control_path(self) -> Path:
@@ -365,6 +424,10 @@ def resolve(
         if raw_flag is not None:
             values[setting.name] = _parse(setting, raw_flag, flag_of(setting.name))
     settings = Settings(**values)
+    if settings.plain_port_off and not settings.tls_port:
+        raise SettingError("--plain-port-off needs TLS: a --tls-port other than 0")
+    if settings.tls_key is not None and settings.tls_cert is None:
+        raise SettingError("--tls-key needs --tls-cert (the self-signed pair has its own key)")
     if settings.registration == "code" and settings.join_code is None:
         raise SettingError(
             "registration 'code' needs a join code: give --join-code "

@@ -17,7 +17,7 @@ import zlib
 from dataclasses import dataclass
 
 from chatclient.events import ChatMessage
-from chatgui.scripts import visual
+from chatgui.scripts import right_to_left, visual
 
 #: Sender colours, readable on white and distinct from each other.
 PALETTE = ("#c62828", "#ad1457", "#6a1b9a", "#4527a0", "#1565c0", "#00838f",
@@ -78,7 +78,13 @@ def body_runs(msg: ChatMessage, me: str) -> list[Run]:
     tags = (f"m{msg.seq}", f"b{msg.seq}", "body")
     if msg.deleted:
         return [Run("message deleted\n", (*tags, "deleted"))]
-    runs = text_runs(visual(msg.text), me, tags)
+    runs: list[Run] = []
+    lines = msg.text.split("\n")
+    for index, line in enumerate(lines):
+        line_tags = (*tags, "rtl") if right_to_left(line) else tags  # Tk justifies by line
+        runs += text_runs(visual(line), me, line_tags)
+        if index < len(lines) - 1:
+            runs.append(Run("\n", line_tags))
     if msg.edited is not None:
         runs.append(Run(" (edited)", (*tags, "edited")))
     runs.append(Run("\n", tags))

@@ -31,6 +31,7 @@ def configure_tags(widget: tk.Text, size: int = 11) -> None:
         "sender": {"font": (BASE, size, "bold"), "spacing1": 5},
         "time": {"foreground": "#8a8a8a", "font": (BASE, size - 2)},
         "body": {"lmargin1": 14, "lmargin2": 14},
+        "rtl": {"justify": "right", "rmargin": 14},
         "mention": {"foreground": "#1565c0"},
         "mention-me": {"foreground": "#000000", "background": "#ffe082",
                        "font": (BASE, size, "bold")},

@@ -6,6 +6,8 @@ characters is reshaped (joined letter forms, ``arabic-reshaper``) and put in
 visual order (the Unicode bidi algorithm, ``python-bidi``) before it is drawn.
 Both packages are optional: without them the text is drawn as Tk can.
 Only what is drawn changes; the message keeps its text (copy, edit, search).
+A line whose first strong character is right-to-left (the paragraph direction
+of the bidi algorithm, rules P2-P3) is also aligned to the right by the log.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 RTL = frozenset({"R", "AL"})
+STRONG = frozenset({"L", "R", "AL"})
 
 
 @functools.cache
@@ -31,6 +34,15 @@ def _shapers() -> tuple[Callable[[str], str], Callable[[str], str]] | None:
 
 def has_rtl(text: str) -> bool:
     return any(unicodedata.bidirectional(ch) in RTL for ch in text)
+
+
+def right_to_left(line: str) -> bool:
+    """The line reads right to left: its first strong character is R or AL."""
+    for ch in line:
+        kind = unicodedata.bidirectional(ch)
+        if kind in STRONG:
+            return kind in RTL
+    return False
 
 
 def visual(text: str) -> str:

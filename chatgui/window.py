@@ -3,10 +3,11 @@
 One thread: the loop calls ``window.read(timeout=...)`` and then polls the
 connection (:class:`chatclient.net.Connection`, which never blocks), so the
 socket is served between GUI events and nothing waits on the network. Events
-are queued and a turn handles at most ``batch`` of them (halved after a slow
-turn, grown while turns are quick), folded into :class:`chatgui.rooms.Rooms`;
-the widgets are then touched once for the whole batch. While events are queued
-the next read does not wait, so a flood drains as fast as the window can draw,
+are queued (a poll reads a bounded amount) and a turn handles at most
+``batch`` of them (halved after a slow turn, grown while turns are quick),
+folded into :class:`chatgui.rooms.Rooms`; the widgets are then touched once
+for the whole batch. While events are queued or the socket has more, the next
+read does not wait, so a flood drains as fast as the window can draw,
 and clicks and keys are still served every turn.
 
 ``--state-file`` makes the window dump what it shows (rooms and their counts,
@@ -20,6 +21,7 @@ import functools
 import json
 import math
 import os
+import select
 import sys
 import time
 import tkinter as tk
@@ -124,15 +126,15 @@ class ChatWindow:
         results = sg.Column([
             [sg.Text("", key="-RESULTSTITLE-", font=bold, expand_x=True),
              sg.Button("Close", key="-CLOSERESULTS-")],
-            [sg.Listbox([], key="-RESULTS-", size=(70, 6), expand_x=True, enable_events=True,
+            [sg.Listbox([], key="-RESULTS-", size=(56, 6), expand_x=True, enable_events=True,
                         font=FONT, background_color="#fffde7")],
         ], key="-RESULTSBOX-", visible=False, expand_x=True, pad=(0, 0))
         banner = sg.Text("", key="-BANNER-", background_color="#fff3cd", text_color="#5d4037",
                          expand_x=True, enable_events=True, visible=False, font=bold)
-        log = sg.Multiline("", key="-LOG-", size=(72, 24), disabled=True, write_only=True,
+        log = sg.Multiline("", key="-LOG-", size=(56, 24), disabled=True, write_only=True,
                            expand_x=True, expand_y=True, font=FONT, background_color="white",
                            border_width=1, sbar_width=12, sbar_arrow_width=10)
-        composer = sg.Multiline("", key="-INPUT-", size=(60, 3), expand_x=True, font=FONT,
+        composer = sg.Multiline("", key="-INPUT-", size=(48, 3), expand_x=True, font=FONT,
                                 focus=True, no_scrollbar=True, border_width=1,
                                 background_color="white")
         center = sg.Column([
@@ -155,7 +157,7 @@ class ChatWindow:
         status = sg.StatusBar("", key="-STATUS-", size=(80, 1), expand_x=True, font=FONT)
         layout = [[side, center, members], [status]]
         window = sg.Window(self._title(), layout, finalize=True, resizable=True,
-                           enable_close_attempted_event=True, font=FONT, size=(1180, 720))
+                           enable_close_attempted_event=True, font=FONT, size=(1140, 720))
         toplevel = window.TKroot
 
         def on_destroy(event: tk.Event) -> None:
@@ -553,7 +555,7 @@ class ChatWindow:
         self.window["-RESULTSBOX-"].update(visible=True)
 
     def _alert(self, room: str, title: str, body: str, now: float) -> None:
-        desktop = self.notifier.notify(title, body)
+        desktop = self.notifier.notify(room, title, body)
         self.alerts.append({"room": room, "title": title, "body": body, "desktop": desktop})
         del self.alerts[:-50]
         if not desktop:
@@ -761,12 +763,18 @@ class ChatWindow:
         self._need_history()
         self._update_typing(now)
         self._update_status(now)
-        for title, body in self.notifier.reap():
-            self._banner("", title, body, now)
+        for room, title, body in self.notifier.reap():
+            self._banner(room, title, body, now)
         if self.banner_until and now > self.banner_until:
             self.banner_until = 0.0
             self.window["-BANNER-"].update(visible=False)
-        return bool(self.queue)
+        return bool(self.queue) or self._readable()
+
+    def _readable(self) -> bool:
+        """The server sent more than the last poll took (it reads a bounded amount):
+        the next read must not wait IDLE_MS for it."""
+        fd = None if self.finished else self.conn.fileno()
+        return fd is not None and bool(select.select([fd], [], [], 0)[0])
 
     def run(self, early: list[ev.Event] | None = None) -> int:
         """The event loop; returns the exit status once the window is closed."""
@@ -879,7 +887,8 @@ class ChatWindow:
                               if (box := self.log.box_of(seq))},
             "boxes": {key.strip("-").lower(): self._box(self.window[key].Widget)
                       for key in ("-LOG-", "-INPUT-", "-SEND-", "-EXIT-", "-SEARCH-", "-NEWROOM-",
-                                  "-JOIN-", "-PRIVATE-", "-INVITEE-", "-LIVE-", "-BANNER-")},
+                                  "-JOIN-", "-PRIVATE-", "-INVITEE-", "-INVITE-", "-LEAVE-",
+                                  "-LIVE-", "-BANNER-")},
             **self.stats.as_dict(),
         }
 

@@ -11,6 +11,8 @@ PROTO_V2 = 2
 PROTO_VERSIONS = (PROTO_VERSION, PROTO_V2)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 65432
+DEFAULT_TLS_PORT = 65433  # contract §20
+DEFAULT_HTTP_PORT = 8080  # contract §21: the web client and its WebSocket
 
 HEADER_SIZE = 4  # bytes of big-endian length before each payload
 LOGIN_MAX_FRAME = 4096  # a client's frames before it is logged in

@@ -18,7 +18,6 @@ import subprocess
 import time
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 
 START_WAIT = 15.0
 SCREEN = (1280, 800)
@@ -68,8 +67,8 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def screenshot(display: str, path: Path, box: tuple[int, int, int, int]) -> None:
-    """Write the rectangle ``box`` (x, y, width, height) of the screen as an RGB PNG.
+def screenshot(display: str, box: tuple[int, int, int, int]) -> bytes:
+    """The rectangle ``box`` (x, y, width, height) of the screen as an RGB PNG.
 
     Xvfb's 24-bit screens are 32 bits a pixel, blue first (ZPixmap, LSBFirst).
     """
@@ -104,6 +103,21 @@ def screenshot(display: str, path: Path, box: tuple[int, int, int, int]) -> None
         rgb[0::3], rgb[1::3], rgb[2::3] = line[2::4], line[1::4], line[0::4]
         rows.append(b"\0" + bytes(rgb))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-                     + _png_chunk(b"IDAT", zlib.compress(b"".join(rows), 9))
-                     + _png_chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(b"".join(rows), 9)) + _png_chunk(b"IEND", b""))
+
+
+def settled_screenshot(display: str, box: tuple[int, int, int, int],
+                       timeout: float = START_WAIT) -> bytes:
+    """A screenshot once the screen stopped changing (two grabs 0.2 s apart agree):
+    Tk draws after the window's state says what it shows."""
+    deadline = time.monotonic() + timeout
+    last = screenshot(display, box)
+    while True:
+        select.select([], [], [], 0.2)
+        now = screenshot(display, box)
+        if now == last:
+            return now
+        if time.monotonic() > deadline:
+            raise AssertionError("the screen kept changing")
+        last = now

@@ -23,9 +23,10 @@ class Window(Gui):
 
 
 @contextlib.contextmanager
-def window(display: str, tmp: Path, name: str, port: int, *args: str) -> Iterator[Window]:
+def window(display: str, tmp: Path, name: str, port: int, *args: str,
+           env: dict[str, str] | None = None) -> Iterator[Window]:
     gui = Window(display, tmp, name, "--name", name, "--account", "--password", PASSWORD,
-                 "--port", str(port), *args)
+                 "--port", str(port), *args, env=env)
     try:
         gui.wait(f"{name} connected", connected)
         gui.wid = gui.window(f"^{name} @ ")

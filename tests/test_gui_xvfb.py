@@ -91,11 +91,12 @@ def send_wm_delete(display: str, window: int) -> None:
 class Gui:
     """One ``chatgui`` process and what its window shows."""
 
-    def __init__(self, display: str, tmp: Path, label: str, *args: str) -> None:
+    def __init__(self, display: str, tmp: Path, label: str, *args: str,
+                 env: dict[str, str] | None = None) -> None:
         self.display = display
         self.state_file = tmp / f"{label}.state.json"
         self.env = {**os.environ, "DISPLAY": display,
-                    "CHATGUI_SETTINGS": str(tmp / f"{label}.settings.json")}
+                    "CHATGUI_SETTINGS": str(tmp / f"{label}.settings.json"), **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chatgui", "--state-file", str(self.state_file), *args],
             env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
