@@ -65,6 +65,18 @@ except (OSError, UnicodeError, ValueError, OverflowError) as exc:
 """]
 
 
+def port_number(text: object) -> int:
+    """``text`` as a TCP port to connect to (1..65535), else ``ValueError``.
+
+    Strict ASCII digits: ``"²"`` is a digit to ``str.isdigit`` but not to
+    ``int``, and ``getaddrinfo`` quietly wraps a port past 65535.
+    """
+    value = str(text).strip()
+    if not (value.isascii() and value.isdecimal()) or not 1 <= int(value) <= 65535:
+        raise ValueError(f"not a port number (1..65535): {text!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class TLSOptions:
     """How to trust the server: CAs in ``ca`` (a PEM file; the host name is

@@ -161,9 +161,12 @@ def start_server(
     if db != "store":
         cmd += ["--db", db]
     cmd += extra
-    env = None
+    env = dict(os.environ)
+    # No listener on the fixed TLS and web ports unless a flag asks for one
+    # (flags beat the environment; an older release ignores these).
+    env.setdefault("CHATD_TLS_PORT", "0")
+    env.setdefault("CHATD_HTTP_PORT", "0")
     if tree is not None:
-        env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

@@ -42,8 +42,10 @@ class Asked(bytes):
     """
 
 
-class Welcome(Asked):
-    """A welcome and the first part of its backlog (see Connection.backlog)."""
+class BacklogHead(Asked):
+    """The first part of a streamed backlog, with the reply it follows (a
+    welcome, or a ``joined`` with ``since``): output queued after it waits
+    until the rest of the backlog is out (see Connection.backlog)."""
 
 
 class Connection:
@@ -64,6 +66,7 @@ class Connection:
         "kind",
         "label",
         "last_rx",
+        "lazy_own",
         "lazy_pos",
         "name",
         "out",
@@ -106,6 +109,7 @@ class Connection:
         self.held_asked = 0
         self.windows: dict[Any, list[int]] | None = None  # this turn's channel windows (chatd.turn)
         self.lazy_pos: dict[Any, int] | None = None  # per channel (chatd.turn)
+        self.lazy_own: list[tuple[int, bytes]] | None = None  # its own waiting presence
         self.proto = 0  # the session's protocol version once logged in
         self.person: Any = None  # the chatd.people.Person of a session
         self.busy = False  # a request waits on the hash worker: input waits too
@@ -136,7 +140,7 @@ class Connection:
                 self.held_asked += len(chunk)
             return
         self.queue(chunk)
-        if type(chunk) is Welcome and self.backlog is not None:
+        if type(chunk) is BacklogHead and self.backlog is not None:
             self.held = []
 
     def push_from(self, chunk: bytes, start: int) -> None:

@@ -680,12 +680,12 @@ class Core:
     def remove_room(self, room: Room) -> None:
         """Delete a room and its history; each online member gets ``part``
         removed naming itself. Undone in full if the commit fails."""
-        gone: list[tuple[Person, str, int | None]] = []
+        gone: list[tuple[Person, str]] = []
         for key, role in list(room.members.items()):
             person = self.people.get(key)
             if person is None:
                 continue
-            gone.append((person, role, person.markers.pop(room.key, None)))
+            gone.append((person, role))
             del room.members[key]
             person.rooms.pop(room.key, None)
             conn = person.conn
@@ -696,14 +696,19 @@ class Core:
                         "part", room.name, self.ts, name=person.name, reason="removed")),
                         None, silent=True)
         del self.rooms[room.key]
+        markers = {}  # members' and those of people who parted earlier: the store drops all
+        for person in self.people.values():
+            marker = person.markers.pop(room.key, None)
+            if marker is not None:
+                markers[person] = marker
 
         def undo() -> None:
             self.rooms[room.key] = room
-            for person, role, marker in gone:
+            for person, marker in markers.items():
+                person.markers[room.key] = marker
+            for person, role in gone:
                 room.members[person.key] = role
                 person.rooms[room.key] = room
-                if marker is not None:
-                    person.markers[room.key] = marker
                 conn = person.conn
                 if conn is not None and conn.proto == PROTO_V2 and conn.state == USER:
                     self.turn.subscribe(conn, room.chan)
@@ -721,6 +726,8 @@ class Core:
         ts = self.ts
         self.ops.append(records.AddMessage(room.key, Stored(seq, ts, sender, text, ident)))
         turn = self.turn
+        if conn is not None:  # the answer comes before the events it causes (§13)
+            turn.outcome(conn, ok, ref)
         # Each shape is encoded only if someone is there to get it.
         chan1 = room.chan1
         if chan1 is not None and chan1.conns:
@@ -730,9 +737,7 @@ class Core:
             frame = encode(m.room_msg(room.name, seq, ts, sender, text, ident=ident))
             if watch.conns:
                 turn.broadcast(watch, frame, durable=True)
-            turn.public(room.chan, frame, conn, ok, ref)
-        elif conn is not None:
-            turn.outcome(conn, ok, ref)
+            turn.broadcast(room.chan, frame, durable=True)
         self.msgs_in += 1
 
     def msg_frame(self, room: Room, stored: Stored, *, v1: bool, with_id: bool = False) -> bytes:
@@ -830,7 +835,7 @@ class Core:
         if person.conn is not None:
             seen.discard(person.conn)
         for conn in seen:
-            self.turn.unicast(conn, frame)
+            self.turn.lazy_unicast(conn, frame)
 
     # --- closing -----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import hmac
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from chatd.connection import USER, Connection, Welcome
+from chatd.connection import USER, BacklogHead, Connection
 from chatd.passwords import needs_rehash
 from chatd.records import MEMBER, AccountRecord, PutAccount
 from chatd.replies import SERVER_NAME, unreadable
@@ -116,6 +116,8 @@ def _hello(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
                 raise _busy()
             if not ok:
                 raise ProtocolError("auth_failed", "wrong password")
+            if core.people.get(key) is not account_person:  # removed meanwhile
+                raise ProtocolError("auth_failed", f"{name!r} is no longer an account")
             if needs_rehash(account_person.hash):  # parameters raised since it was made
                 core.submit(conn, "hash", password, None,
                             _fatal_on_error(core, conn, ref, rehashed))
@@ -123,6 +125,8 @@ def _hello(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
             proceed(account_person)
 
         def rehashed(record: Any) -> None:
+            if core.people.get(key) is not account_person:  # removed meanwhile
+                raise ProtocolError("auth_failed", f"{name!r} is no longer an account")
             if isinstance(record, str):
                 set_password(core, account_person, record)
             proceed(account_person)
@@ -264,7 +268,7 @@ def _admit(core: Core, conn: Connection, msg: Message, ref: str | None, *, key: 
         core.fatal(conn, unreadable("a login", exc, ref))
         return
     conn.backlog = rest
-    core.turn.unicast(conn, Welcome(b"".join(frames)), len(frames))
+    core.turn.unicast(conn, BacklogHead(b"".join(frames)), len(frames))
     core.timers.schedule(core.now + settings.heartbeat, conn, "heartbeat")
 
 

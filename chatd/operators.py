@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatd.connection import WATCHER, Connection
 from chatd.login import create_account, set_password
-from chatd.records import DM, PRIVATE, PUBLIC, RemoveAccount
+from chatd.records import DM, PRIVATE, PUBLIC, RemoveAccount, RemoveMarker
 from chatd.replies import ANNOUNCER
 from chatd.room_requests import lift_ban, remove, rooms_reply, set_op, set_topic
 from protocol import ProtocolError, clean_text, encode, name_key, normalize_name
@@ -49,8 +49,8 @@ def kick(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
     session = core.online.get(name_key(msg["name"]))
     if session is None:
         raise ProtocolError("no_such_user", f"{msg['name']!r} is not online", ref=ref)
+    core.reply(conn, m.ok(ref))  # a reply before the events it causes (§13)
     core.close(session, encode(m.bye("kicked", reason)), "kicked")
-    core.reply(conn, m.ok(ref))
 
 
 def announce(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
@@ -105,11 +105,11 @@ def account_add(core: Core, conn: Connection, msg: Message, ref: str | None) -> 
     def created(record: str) -> None:
         if key in core.people and core.people[key].account:
             raise ProtocolError("account_exists", f"{name!r} is an account", ref=ref)
+        core.turn.outcome(conn, encode(m.ok(ref)), ref)  # before the events it causes
         guest = core.online.get(key)
         if guest is not None:  # the name is now an account: its guest session ends
             core.close(guest, encode(m.bye("kicked", "the name is now an account")), "kicked")
         create_account(core, name, record)
-        core.turn.outcome(conn, encode(m.ok(ref)), ref)
 
     core.submit(conn, "hash", password, None, _hashed(ref, created))
 
@@ -131,6 +131,7 @@ def account_remove(core: Core, conn: Connection, msg: Message, ref: str | None) 
     """§18: the session ends, memberships end (``part`` removed), dm rooms go,
     invitations and markers go, owned rooms have no owner; messages stay."""
     person = core.account(msg["name"], ref)
+    core.turn.outcome(conn, encode(m.ok(ref)), ref)  # before the events it causes
     session = person.conn
     if session is not None:
         core.close(session, encode(m.bye("kicked", "the account was removed")), "kicked")
@@ -147,6 +148,8 @@ def account_remove(core: Core, conn: Connection, msg: Message, ref: str | None) 
             core.save_room(room, owner=None)
     markers = dict(person.markers)
     person.markers.clear()
+    for marked in markers:
+        core.ops.append(RemoveMarker(marked, person.key))
     del core.people[person.key]
 
     def undo() -> None:
@@ -154,7 +157,6 @@ def account_remove(core: Core, conn: Connection, msg: Message, ref: str | None) 
         person.markers.update(markers)
 
     core.change(RemoveAccount(person.key), undo)
-    core.turn.outcome(conn, encode(m.ok(ref)), ref)
 
 
 def accounts(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:

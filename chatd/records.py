@@ -192,6 +192,12 @@ class PutMarker:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoveMarker:
+    room: str
+    account: str
+
+
+@dataclass(frozen=True, slots=True)
 class PutAccount:
     """Create an account or replace its password hash."""
 
@@ -208,4 +214,4 @@ class RemoveAccount:
 
 Op = (AddMessage | EditMessage | DeleteMessage | PutRoom | RemoveRoom | PutMember
       | RemoveMember | PutBan | RemoveBan | PutInvite | RemoveInvite | PutMarker
-      | PutAccount | RemoveAccount)
+      | RemoveMarker | PutAccount | RemoveAccount)

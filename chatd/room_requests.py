@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from chatd.connection import Asked, Connection
+from chatd.connection import Asked, BacklogHead, Connection
 from chatd.login import dm_partner
 from chatd.records import DM, MEMBER, OP, OWNER, PRIVATE, PUBLIC
 from chatd.rooms import Person, Room
@@ -41,7 +41,14 @@ def _joined(core: Core, conn: Connection, room: Room, since: int | None,
             core.commit()  # the backlog holds this turn's messages too
         if person.key not in room.members:  # the commit was refused
             return
-        frames = [core.msg_frame(room, s, v1=False) for s in room.log.after(since)]
+        # Streamed like a login's backlog: a burst now, the rest as it is read.
+        frames, rest = core.burst(room, room.log.after(since), v1=False)
+        if rest is not None and conn.backlog is None:
+            conn.backlog = rest
+            core.turn.unicast(conn, BacklogHead(b"".join(frames)), len(frames))
+            return
+        if rest is not None:  # a login backlog still streams: this one goes whole
+            frames.extend(rest)
         if frames:
             core.turn.unicast(conn, Asked(b"".join(frames)), len(frames))
 
@@ -253,6 +260,8 @@ def dm(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
             core.turn.outcome(other, Asked(encode(joined(core, target, room, None))), None,
                               silent=True)
         return
+    if person.key not in room.members:  # an operator removed it from its own dm
+        raise ProtocolError("not_allowed", f"you are no longer in {room.name!r}", ref=ref)
     _joined(core, conn, room, None, ref)
 
 

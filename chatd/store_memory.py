@@ -6,8 +6,8 @@ memberships and markers itself), and :meth:`MemoryStore.load` has nothing to
 give. What it is for: benchmarks and tests that do not care about restarts,
 where the cost of a message must be what the chat costs, not what SQLite does
 (an SQLite ``:memory:`` database spends most of a fan-out turn in
-``executemany``). Search scans the retained messages, which is exact (the
-contract's substring rule) and fast enough for what memory can hold.
+``executemany``). Search scans the newest messages (the contract's substring
+rule, exactly), at most SCAN of them per request.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ from chatd.records import (
     Snapshot,
     Stored,
 )
+
+#: Messages one search reads at most, split between the rooms searched (at
+#: least SCAN_ROOM each): the newest ones.
+SCAN = 20_000
+SCAN_ROOM = 200
 
 
 class MemoryLog:
@@ -61,9 +66,6 @@ class MemoryLog:
 
     def find(self, sender_key: str, ident: str) -> Stored | None:
         return self._tail.find(sender_key, ident)
-
-    def messages(self) -> list[Stored]:
-        return self._tail.before(self.last_seq + 1, self.last_seq)
 
     def add(self, msg: Stored) -> None:
         self._tail.append((msg,))
@@ -118,17 +120,26 @@ class MemoryStore:
 
     def search(self, rooms: Sequence[str], terms: Sequence[str], limit: int,
                before: int | None = None) -> list[tuple[str, Stored]]:
+        """Newest first in each room, at most ``limit`` a room, reading at most
+        SCAN messages in all (split between the rooms): there is no index in
+        memory, and a request must not hold the loop for long."""
+        span = max(SCAN // max(len(rooms), 1), SCAN_ROOM)
         found: list[tuple[str, Stored]] = []
         for room in rooms:
             log = self._logs.get(room)
             if log is None:
                 continue
-            for msg in log.messages():
-                if msg.deleted or (before is not None and msg.seq >= before):
+            hits = 0
+            upto = log.last_seq + 1 if before is None else min(before, log.last_seq + 1)
+            for msg in reversed(log.before(upto, span)):
+                if msg.deleted:
                     continue
                 folded = unicodedata.normalize("NFC", msg.text).casefold()
                 if all(term in folded for term in terms):
                     found.append((room, msg))
+                    hits += 1
+                    if hits == limit:
+                        break
         if len(rooms) == 1:
             found.sort(key=lambda hit: -hit[1].seq)
         else:

@@ -62,6 +62,7 @@ from chatd.records import (
     RemoveAccount,
     RemoveBan,
     RemoveInvite,
+    RemoveMarker,
     RemoveMember,
     RemoveRoom,
     RoomRecord,
@@ -172,6 +173,13 @@ def _stored(row: Sequence[Any]) -> Stored:
     return Stored(seq, ts, sender, text, ident, edited, bool(deleted))
 
 
+#: Rows a search whose terms are all shorter than a trigram may read: such a
+#: term has no index, so it is matched by instr() over the newest rows only,
+#: this many in all, split between the rooms searched (at least
+#: SHORT_SCAN_ROOM each). About 20 ms here for 4,000-character messages.
+SHORT_SCAN = 20_000
+SHORT_SCAN_ROOM = 200
+
 #: The ops that touch one table row each: (statement, its parameters).
 _ROW_OPS: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
     PutMember: ("INSERT INTO members (room, account, role) VALUES (?, ?, ?) "
@@ -192,6 +200,8 @@ _ROW_OPS: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
     PutAccount: ("INSERT INTO accounts (key, name, hash) VALUES (?, ?, ?) "
                  "ON CONFLICT DO UPDATE SET name = excluded.name, hash = excluded.hash",
                  lambda op: (op.account.key, op.account.name, op.account.hash)),
+    RemoveMarker: ("DELETE FROM markers WHERE room = ? AND account = ?",
+                   lambda op: (op.room, op.account)),
     RemoveAccount: ("DELETE FROM accounts WHERE key = ?", lambda op: (op.account,)),
     PutRoom: ("INSERT INTO rooms (key, name, kind, topic, owner) VALUES (?, ?, ?, ?, ?) "
               "ON CONFLICT DO UPDATE SET name = excluded.name, kind = excluded.kind, "
@@ -586,10 +596,14 @@ class SqliteStore:
             where.append("instr(f.folded, ?) > 0")
             args.append(term)
         one_room = len(rooms) == 1
+        # Newest first within a room (the index walks backwards and stops at
+        # ``limit``); rooms are merged by time below. A scan without trigrams
+        # reads the newest rows only: SHORT_SCAN in all, shared by the rooms,
+        # so no request holds the loop for long whatever the history.
         sql = (f"SELECT {_M_COLUMNS} FROM msgs_fts f "
                "JOIN msgs m ON m.log = ? AND m.seq = f.rowid - ? "
-               f"WHERE {' AND '.join(where)} "
-               f"ORDER BY {'f.rowid DESC' if one_room else 'm.ts DESC, m.seq DESC'} LIMIT ?")
+               f"WHERE {' AND '.join(where)} ORDER BY f.rowid DESC LIMIT ?")
+        span = None if trigrams else max(SHORT_SCAN // max(len(rooms), 1), SHORT_SCAN_ROOM)
         found: list[tuple[str, Stored]] = []
         for room in rooms:
             room_log = self._logs.get(room)
@@ -597,9 +611,10 @@ class SqliteStore:
                 continue
             log_id = room_log.counters.log_id
             hi = room_log.last_seq if before is None else min(room_log.last_seq, before - 1)
+            lo = room_log.oldest_seq if span is None else max(room_log.oldest_seq, hi - span + 1)
             base = _rowid(log_id, 0)
             found.extend((room, _stored(row)) for row in self.read(
-                sql, (log_id, base, base + room_log.oldest_seq, base + hi, *args, limit)))
+                sql, (log_id, base, base + lo, base + hi, *args, limit)))
         if not one_room:
             found.sort(key=lambda hit: (-hit[1].ts, self._names.get(hit[0], hit[0]),
                                         -hit[1].seq))

@@ -89,13 +89,15 @@ class Outcome:
 class Turn:
     """Staged output of the current loop turn (see the module docstring)."""
 
-    __slots__ = ("active", "count", "durable", "lazy_channels", "lazy_frames", "outcomes",
+    __slots__ = ("active", "count", "durable", "lazy_channels", "lazy_conns", "lazy_frames",
+                 "outcomes",
                  "touched", "unicast_frames", "urgent")
 
     def __init__(self) -> None:
         self.count = 0  # numbers given so far: they grow across turns
         self.urgent = False  # a broadcast of this turn is not lazy
         self.lazy_channels: set[Channel] = set()  # channels whose lazy log is not empty
+        self.lazy_conns: set[Connection] = set()  # connections with lazy frames of their own
         self.lazy_frames = 0  # lazy frames pushed this turn (counted at release)
         self.active: list[Channel] = []
         self.touched: list[Connection] = []
@@ -111,7 +113,7 @@ class Turn:
         if staged is None:
             conn.staged = staged = []
             self.touched.append(conn)
-            if self.lazy_channels:
+            if self.lazy_channels or conn.lazy_own is not None:
                 self._catch_up(conn)
         return staged
 
@@ -124,7 +126,7 @@ class Turn:
     def _catch_up(self, conn: Connection) -> None:
         """Push the connection's pending lazy frames (all of earlier turns) now,
         merged by number, before anything of this turn."""
-        streams = []
+        streams = self._own_lazy(conn)
         for channel in self.lazy_channels:
             if conn in channel.conns:
                 start = self._pending(conn, channel)
@@ -136,6 +138,28 @@ class Turn:
             frames = [f for _, f in (heapq.merge(*streams) if len(streams) > 1 else streams[0])]
             conn.push(b"".join(frames))
             self.lazy_frames += len(frames)
+
+    def _own_lazy(self, conn: Connection) -> list[list[tuple[int, bytes]]]:
+        """The connection's own lazy frames as a stream (taken: emptied)."""
+        own = conn.lazy_own
+        if own is None:
+            return []
+        conn.lazy_own = None
+        self.lazy_conns.discard(conn)
+        return [own]
+
+    def lazy_unicast(self, conn: Connection, frame: bytes) -> None:
+        """A presence frame for one connection that may wait like the lazy
+        logs: a login seen by the members of several rooms costs an append
+        per member, not a push and a send per member per login."""
+        if conn.staged is not None:  # it gets output this turn anyway
+            self.unicast(conn, frame)
+            return
+        if conn.lazy_own is None:
+            conn.lazy_own = []
+            self.lazy_conns.add(conn)
+        conn.lazy_own.append((self.count, frame))
+        self.count += 1
 
     def unicast(self, conn: Connection, frame: bytes, frames: int = 1) -> None:
         """A frame for one connection, after every broadcast staged so far."""
@@ -151,21 +175,6 @@ class Turn:
         self.outcomes.append(item)
         self._touch(conn).append((self.count, item))
         conn.staged_bytes += len(ok)
-
-    def public(self, channel: Channel, frame: bytes, conn: Connection | None, ok: bytes,
-               ref: str | None) -> None:
-        """A durable broadcast and its requester's outcome (the hot path of
-        ``say``: one call instead of two)."""
-        if channel.frames:
-            self.durable.append((channel, len(channel.frames)))
-            channel.frames.append(frame)
-            channel.numbers.append(self.count)
-            self.count += 1
-            self.urgent = True
-        else:
-            self.broadcast(channel, frame, durable=True)
-        if conn is not None:
-            self.outcome(conn, ok, ref)
 
     def broadcast(self, channel: Channel, frame: bytes, *, durable: bool = False,
                   skip: Connection | None = None, lazy: bool = False) -> None:
@@ -248,7 +257,7 @@ class Turn:
         active = [ch for ch in self.active if ch.frames]
         if active and not self.urgent:
             return self._release_lazy(active, released, frames, retry_after_ms)
-        if active and self.lazy_channels:  # other traffic takes everyone's presence along
+        if active and self.lazy_waiting():  # other traffic takes everyone's presence along
             more, given = self.flush_lazy()
             frames += more
             released.extend(given)
@@ -305,18 +314,18 @@ class Turn:
         return self._done(active, frames, released)
 
     def lazy_waiting(self) -> bool:
-        return bool(self.lazy_channels)
+        return bool(self.lazy_channels or self.lazy_conns)
 
     def flush_lazy(self) -> tuple[int, list[Connection]]:
         """Give every subscriber its pending lazy frames and empty the logs:
         one joined blob per channel, shared by reference (a subscriber of
         several channels with pending frames gets them merged by number)."""
-        if not self.lazy_channels:
+        if not self.lazy_waiting():
             return 0, []
         frames = 0
         given: list[Connection] = []
         joined: dict[Channel, tuple[bytes, list[int]]] = {}
-        several: dict[Connection, list[Channel]] = {}
+        several: dict[Connection, list[Channel]] = {conn: [] for conn in self.lazy_conns}
         for channel in self.lazy_channels:
             blob = b"".join(channel.lazy)
             offsets = [0]
@@ -326,7 +335,7 @@ class Turn:
             for conn in channel.conns:
                 several.setdefault(conn, []).append(channel)
         for conn, channels in several.items():
-            if len(channels) == 1:
+            if len(channels) == 1 and conn.lazy_own is None:
                 channel = channels[0]
                 start = self._pending(conn, channel)
                 if start >= len(channel.lazy):
@@ -335,7 +344,7 @@ class Turn:
                 conn.push_from(blob, offsets[start])
                 frames += len(channel.lazy) - start
             else:
-                streams = []
+                streams = self._own_lazy(conn)
                 for channel in channels:
                     start = self._pending(conn, channel)
                     streams.append(list(zip(channel.lazy_numbers[start:],

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from chatclient.net import port_number
 from chatd import __version__
-from chatgui.session import port_number
 from protocol import limits
 
 SETTINGS_ENV = "CHATGUI_SETTINGS"  # where the login window keeps its last values

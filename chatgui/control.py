@@ -1,6 +1,6 @@
 """A non-blocking link to a server's control socket, for the monitor window.
 
-Like :class:`chatgui.session.Session` it is driven by ``poll()`` and never
+Like :class:`chatclient.net.Connection` it is driven by ``poll()`` and never
 waits: it connects (a Unix socket connects or fails at once), asks to
 ``watch``, asks for ``status`` every few seconds, and when the server goes away
 it tries again every ``RETRY`` seconds. No GUI code here.

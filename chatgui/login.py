@@ -21,11 +21,10 @@ from typing import Any
 import PySimpleGUI as sg
 
 from chatclient import events as ev
-from chatclient.net import Connection
+from chatclient.net import Connection, port_number
 from chatclient.session import ClientSession
 from chatd import __version__
 from chatgui import passwords
-from chatgui.session import port_number
 from protocol import limits
 from protocol.values import name_problem, password_problem
 

@@ -1,6 +1,6 @@
 """What a line typed in the window's composer means (version 2: rooms).
 
-The window's own commands; the terminal has :mod:`chatgui.commands`. Text
+The window's own commands; the terminal has :mod:`chatterm.commands`. Text
 without a leading ``/`` is a message to the room in front; ``//text`` sends
 text that starts with ``/``.
 """

@@ -27,10 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chatclient import pins
-from chatclient.net import Connection, TLSOptions
+from chatclient.net import Connection, TLSOptions, port_number
 from chatclient.session import ClientSession
 from chatd import __version__
-from chatgui.session import port_number
 from chatterm import pipe
 from chatterm.chat import Chat
 from protocol import limits

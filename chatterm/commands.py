@@ -1,7 +1,7 @@
 """What a line typed into ``chat`` means: a message to the current room, or a command.
 
 The terminal's own command set (version 2: rooms, direct messages, edits); the
-desktop window keeps ``chatgui.commands``. Parsing is pure so every mistake is
+desktop window has :mod:`chatgui.slash`. Parsing is pure so every mistake is
 answered the same way in a pipe and on the full screen, before anything is sent.
 """
 

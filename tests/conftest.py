@@ -1,4 +1,4 @@
-"""Shared test setup: hypothesis profiles.
+"""Shared test setup: hypothesis profiles, and no fixed listener ports.
 
 ``ci`` (the default) is derandomised, so a red run is reproducible and every
 run tests the same cases, with enough examples to mean something while the
@@ -14,6 +14,13 @@ from __future__ import annotations
 import os
 
 import pytest
+
+# Servers the tests start listen on the ports they are given (--port 0): the
+# fixed default ports of TLS (65433) and the web client (8080) would clash
+# between servers running at once. Tests of those listeners give their flags,
+# which beat the environment.
+os.environ.setdefault("CHATD_TLS_PORT", "0")
+os.environ.setdefault("CHATD_HTTP_PORT", "0")
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(

@@ -186,3 +186,46 @@ def test_a_control_error_raised_deep_carries_the_request_ref(h: Lazy) -> None:
     h.do(control, {"type": "announce", "room": "nowhere", "text": "x", "id": "n"})
     (reply,) = h.frames(control)
     assert (reply["code"], reply["ref"], reply["fatal"]) == ("no_such_room", "n", False)
+
+
+def test_presence_of_someone_in_two_rooms_waits_and_comes_once(tmp_path: Path) -> None:
+    h = Lazy(tmp_path, default_rooms=("lobby", "random"))
+    watchers = [h.login2(f"w{i}") for i in range(3)]
+    h.core.flush_presence()
+    for conn in watchers:
+        h.frames(conn)
+    h.login2("late")  # shares lobby and random with every watcher
+    assert all(h.frames(conn) == [] for conn in watchers)  # nothing pushed per member yet
+    h.do(watchers[0], {"type": "ping", "id": "p"})  # its own output takes its part first
+    assert kinds(h.frames(watchers[0])) == [
+        ("join", "late"), ("join", "late"), ("presence", "late"), ("pong", None)]
+    h.core.flush_presence()
+    assert h.frames(watchers[0]) == []
+    for conn in watchers[1:]:
+        got = h.frames(conn)
+        assert [(f["type"], f.get("room")) for f in got] == [
+            ("join", "lobby"), ("join", "random"), ("presence", None)]
+
+
+def test_a_long_join_backlog_streams_as_it_is_read(h: Lazy) -> None:
+    alice, bob = h.login2("alice"), h.login2("bob")
+    h.do(alice, {"type": "join", "room": "dev"})
+    for start in range(0, 2000, 50):
+        h.do(alice, *({"type": "say", "room": "dev", "text": f"{i:04} " + "x" * 300}
+                      for i in range(start, start + 50)))
+    h.frames(bob)
+    h.do(bob, {"type": "join", "room": "dev", "since": 0, "id": "j"})
+    assert bob.backlog is not None  # the rest waits for bob to read
+    h.do(alice, {"type": "say", "room": "dev", "text": "live"})
+    seen: list[Message] = []
+    while True:
+        seen += h.frames(bob)
+        if bob.backlog is None and not bob.held:
+            break
+        h.core.refill(bob)
+    h.core.flush_presence()
+    seen += h.frames(bob)
+    msgs = [f for f in seen if f["type"] == "msg"]
+    assert seen[0]["type"] == "joined" and seen[0]["ref"] == "j"
+    assert [f["seq"] for f in msgs] == list(range(1, 2002))  # backlog, then live, in order
+    assert msgs[-1]["text"] == "live"

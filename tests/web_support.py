@@ -157,6 +157,9 @@ def chromium(width: int = 1280, height: int = 800) -> Iterator[Any]:
                  "--disable-dev-shm-usage", f"--user-data-dir={profile}",
                  f"--window-size={width},{height}"):
         options.add_argument(flag)
+    if width < 500:  # below the smallest window: a phone's viewport, emulated
+        options.add_experimental_option("mobileEmulation", {"deviceMetrics": {
+            "width": width, "height": height, "pixelRatio": 1}})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
