@@ -1,3 +1,5 @@
 """chatd: the single-threaded chat server."""
 
-__version__ = "1.0.0"
+from protocol import __version__
+
+__all__ = ["__version__"]

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chatclient.net import port_number
-from chatd import __version__
-from protocol import limits
+from protocol import __version__, limits
 
 SETTINGS_ENV = "CHATGUI_SETTINGS"  # where the login window keeps its last values
 

@@ -23,9 +23,8 @@ import PySimpleGUI as sg
 from chatclient import events as ev
 from chatclient.net import Connection, port_number
 from chatclient.session import ClientSession
-from chatd import __version__
 from chatgui import passwords
-from protocol import limits
+from protocol import __version__, limits
 from protocol.values import name_problem, password_problem
 
 IDLE_MS = 50

@@ -29,10 +29,9 @@ from pathlib import Path
 from chatclient import pins
 from chatclient.net import Connection, TLSOptions, port_number
 from chatclient.session import ClientSession
-from chatd import __version__
 from chatterm import pipe
 from chatterm.chat import Chat
-from protocol import limits
+from protocol import __version__, limits
 from protocol.values import name_problem, room_name_problem
 
 

@@ -3,6 +3,10 @@
 See ``docs/protocol.md`` and the contract it implements.
 """
 
+#: The release of the whole distribution (server and clients), kept here, in
+#: the one package every part imports, so that clients need not import chatd.
+__version__ = "2.0.0"
+
 from protocol.errors import ERRORS, ProtocolError
 from protocol.framing import Decoder, Message, decode_payload, encode, encode_payload
 from protocol.messages import CHAT_REQUESTS, CONTROL_REQUESTS, SERVER_EVENTS, validate
