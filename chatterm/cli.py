@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="log in to your account: asks for its password (no echo)")
     who.add_argument("--register", action="store_true",
                      help="create the account NAME, then log in to it")
+    parser.add_argument("--code", metavar="CODE",
+                        help="the server's join code, with --register where the server "
+                        "asks for one")
     parser.add_argument("--password-stdin", action="store_true",
                         help="read the password (an account's, or the server's for a guest) "
                         "from the first line of standard input")
@@ -150,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     stdin = pipe.StdinLines(sys.stdin.fileno())
     on_screen = not args.plain and sys.stdin.isatty() and sys.stdout.isatty()
     session = ClientSession(args.name, password=password(args, stdin), register=args.register,
-                            agent=f"chat/{__version__}",
+                            code=args.code, agent=f"chat/{__version__}",
                             rooms=[args.room] if args.room else ())
     chat = Chat(session, args.room, auto_mark=on_screen)
     conn = Connection(session, args.host, args.port, tls)

@@ -125,6 +125,17 @@ def test_register_over_a_pipe_creates_the_account(tmp_path):
         assert server.request({"type": "accounts"})["accounts"] == ["newbie"]
 
 
+def test_register_with_the_join_code(tmp_path):
+    with running_server(tmp_path, "--registration", "code", "--join-code", "class-7b") as server:
+        wrong = chat(server.port, "--name", "kid", "--register", "--code", "nope",
+                     "--password-stdin", stdin=f"{PASSWORD}\nhello\n")
+        assert wrong.returncode == 1 and "auth_failed" in wrong.stderr
+        done = chat(server.port, "--name", "kid", "--register", "--code", "class-7b",
+                    "--password-stdin", stdin=f"{PASSWORD}\nhello\n")
+        assert done.returncode == 0, done.stderr
+        assert server.request({"type": "accounts"})["accounts"] == ["kid"]
+
+
 def test_name_taken_is_one_line_and_exit_1(tmp_path):
     with running_server(tmp_path) as server, server.login("carol"):
         done = chat(server.port, "--name", "CAROL", stdin="hello\n")
