@@ -28,6 +28,8 @@ Five parts, each selectable (``fanout``, ``latency``, ``idle``, ``rooms``,
 
 ``--tls`` runs the fan-out and latency parts also with every client on the
 server's TLS port, interleaved with the plain runs, and prints the ratio.
+``--ws`` runs the fan-out also with every client on the server's WebSocket
+(``/ws`` on its web port, see :mod:`chatd.bench_ws`), the same way.
 
 ``--compare-tree DIR`` runs the fan-out and latency parts also against the
 server of another source tree (an older release checked out with ``git
@@ -129,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="generator processes for the room")
     target.add_argument("--tls", action="store_true",
                         help="fanout, latency: also run with the clients on TLS, interleaved")
+    target.add_argument("--ws", action="store_true",
+                        help="fanout: also run with the clients on WebSocket, interleaved")
     target.add_argument("--compare-tree", type=Path, default=None, metavar="DIR",
                         help="fanout, latency: also run the server from the source tree DIR "
                         "(e.g. an older release's git worktree), interleaved; print the ratio")
@@ -316,15 +320,16 @@ class Setup:
     db: str
     tree: Path | None = None
     tls: bool = False  # the clients connect to the TLS port
+    ws: bool = False  # the clients connect to the WebSocket on the web port
 
     @property
     def label(self) -> str:
         label = self.db if self.tree is None else f"{self.db} @ {self.tree}"
-        return f"{label} tls" if self.tls else label
+        return label + (" tls" if self.tls else "") + (" ws" if self.ws else "")
 
 
 def _free_port() -> int:
-    """A port for the server's TLS listener (its 0 means "no TLS", not "any port")."""
+    """A port for the server's TLS or web listener (0 means "none", not "any port")."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -400,10 +405,13 @@ def room_run(bench: Bench, mode: str, setup: Setup, storm_rate: float = 0.0) -> 
     per_sender = args.rate / (senders * args.clients)
     extra = ["--default-rooms", STORM_ROOM] if mode == "storm" else []
     tls_port = _free_port() if setup.tls else 0
-    if setup.tls and not bench.own_server:
-        raise BenchError("--tls needs a server started by the bench (no --port)")
+    web_port = _free_port() if setup.ws else 0
+    if (setup.tls or setup.ws) and not bench.own_server:
+        raise BenchError("--tls and --ws need a server started by the bench (no --port)")
     if setup.tree is None:  # an older tree's server may not know the flag
         extra += ["--tls-port", str(tls_port)]  # 0: the plain runs' server has no TLS
+    if web_port:
+        extra += ["--http-port", str(web_port)]
     logins = math.ceil(storm_rate * (args.warmup + args.duration + 1))
     accounts = bench.names("a", logins) if logins else []
     with bench.server(setup.db, max(args.clients + 10, 10_000), extra, setup.tree) as server:
@@ -413,7 +421,8 @@ def room_run(bench: Bench, mode: str, setup: Setup, storm_rate: float = 0.0) -> 
             create_accounts(server.control, accounts)
         specs = [
             RoomSpec(
-                host=server.host, port=tls_port or server.port, tls=setup.tls,
+                host=server.host, port=tls_port or web_port or server.port, tls=setup.tls,
+                ws=setup.ws,
                 names=names[w::procs],
                 senders=[i if i < senders else -1 for i in range(w, args.clients, procs)],
                 probes=[i % args.probe_every == 0 for i in range(w, args.clients, procs)],
@@ -500,6 +509,8 @@ def bench_room(bench: Bench, mode: str) -> None:
         setups += [Setup(db, args.compare_tree) for db in dbs]
     if args.tls:
         setups += [Setup(db, tls=True) for db in dbs]
+    if args.ws and mode == "fanout":
+        setups += [Setup(db, ws=True) for db in dbs]
     runs: dict[Setup, list[_Result]] = {setup: [] for setup in setups}
     label = "fan-out" if mode == "fanout" else "latency"
     line = _fanout_line if mode == "fanout" else _latency_line

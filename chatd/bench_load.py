@@ -27,7 +27,8 @@ from typing import Any
 
 from chatd.bench_server import BenchError, run_delay
 from chatd.bench_wire import FrameCounter, MarkerCounter, StampReader, stamped_text
-from protocol.framing import Decoder, decode_payload, encode, frame_end
+from chatd.bench_ws import WsFrameCounter, WsSession, ws_login
+from protocol.framing import Decoder, Message, decode_payload, encode, frame_end
 from protocol.limits import CLIENT_MAX_FRAME, HEADER_SIZE, PROTO_VERSION
 
 RECV_SIZE = 1 << 18
@@ -62,12 +63,17 @@ def wait_until(t_ns: int) -> None:
         time.sleep(delay)
 
 
-def hello(name: str, proto: int = PROTO_VERSION, password: str | None = None) -> bytes:
+def hello_message(name: str, proto: int = PROTO_VERSION,
+                  password: str | None = None) -> dict[str, Any]:
     message: dict[str, Any] = {"type": "hello", "proto": proto, "name": name,
                                 "agent": "chatd-bench"}
     if password is not None:
         message["password"] = password
-    return encode(message)
+    return message
+
+
+def hello(name: str, proto: int = PROTO_VERSION, password: str | None = None) -> bytes:
+    return encode(hello_message(name, proto, password))
 
 
 def refusal(message: dict[str, Any]) -> BenchError:
@@ -115,24 +121,30 @@ class RoomSpec:
     window: int  # fan-out: most unacknowledged messages per sender
     per_sender_rate: float  # latency: messages per second per sender
     tls: bool = False  # connect with TLS (to the server's TLS port)
+    ws: bool = False  # fan-out: connect over WebSocket (to the server's web port)
 
 
 class RoomClient:
-    """A client of a fan-out: its socket, its counters, and for a sender what it says."""
+    """A client of a fan-out: its socket, its counters, and for a sender what it says.
+
+    ``decoder`` reads the stream until the barrier: a :class:`Decoder` on TCP,
+    a :class:`WsSession` on WebSocket; ``counter`` counts frames after it.
+    """
 
     __slots__ = ("acks", "counter", "decoder", "name", "next_ns", "out", "probe", "say",
                  "sender", "sock", "stamps")
 
     def __init__(
-        self, sock: socket.socket, name: str, sender: int, probe: bool, decoder: Decoder,
-        *, say: bytes = b"",
+        self, sock: socket.socket, name: str, sender: int, probe: bool,
+        decoder: Decoder | WsSession, *, say: bytes = b"",
+        counter: FrameCounter | WsFrameCounter | None = None,
     ) -> None:
         self.sock = sock
         self.name = name
         self.sender = sender
         self.probe = probe
-        self.decoder: Decoder | None = decoder
-        self.counter = FrameCounter()
+        self.decoder: Decoder | WsSession | None = decoder
+        self.counter = counter or FrameCounter()
         self.stamps = StampReader()
         # Our own echo (a `msg` from us) is the acknowledgement of a `say`.
         self.acks = MarkerCounter(b'"from":"' + name.encode() + b'"')
@@ -172,6 +184,15 @@ def _login(host: str, port: int, name: str, tls: bool = False) -> tuple[socket.s
             return sock, decoder
 
 
+def _ws_login(host: str, port: int, name: str) -> tuple[socket.socket, WsSession]:
+    """Like :func:`_login`, over WebSocket (the server's web port)."""
+    sock, session, messages = ws_login(host, port, name, hello_message(name), SETUP_TIMEOUT)
+    if messages[0].get("type") != "welcome":
+        raise refusal(messages[0])
+    sock.setblocking(False)
+    return sock, session
+
+
 def barrier(clients: list[RoomClient]) -> None:
     """Ping every client and read (decoding) until each has its pong.
 
@@ -179,12 +200,14 @@ def barrier(clients: list[RoomClient]) -> None:
     ping was handled (backlog, joins) arrives before the pong, so afterwards
     the streams are empty and the cheap counters can start at a frame border.
     """
-    ping = encode({"type": "ping", "t": _BARRIER_T})
+    ping: Message = {"type": "ping", "t": _BARRIER_T}
     sel = selectors.DefaultSelector()
     waiting = 0
     for client in clients:
+        decoder = client.decoder
         client.sock.setblocking(True)
-        client.sock.sendall(ping)
+        client.sock.sendall(decoder.frame(ping) if isinstance(decoder, WsSession)
+                            else encode(ping))
         client.sock.setblocking(False)
         sel.register(client.sock, selectors.EVENT_READ, client)
         waiting += 1
@@ -373,7 +396,15 @@ def room_worker(pipe: Connection, spec: RoomSpec) -> None:
     say = encode({"type": "say", "text": "x" * spec.size})
 
     def body() -> None:
+        if spec.ws and spec.mode != "fanout":
+            raise BenchError("WebSocket clients only run the fan-out")
         for name, sender, probe in zip(spec.names, spec.senders, spec.probes, strict=True):
+            if spec.ws:  # one masked frame, repeated like the TCP `say` (same mask key)
+                sock, session = _ws_login(spec.host, spec.port, name)
+                clients.append(RoomClient(
+                    sock, name, sender, probe, session, counter=WsFrameCounter(),
+                    say=session.frame({"type": "say", "text": "x" * spec.size})))
+                continue
             sock, decoder = _login(spec.host, spec.port, name, spec.tls)
             clients.append(RoomClient(sock, name, sender, probe, decoder, say=say))
         pipe.send(("ready", None))

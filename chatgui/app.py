@@ -3,7 +3,9 @@
 ``chatgui`` opens the login window (last values remembered);
 ``chatgui --name alice [--account|--register] [--host H --port P]`` skips it
 (a guest unless told), so a shell can open one window per user. If that direct
-login is refused, the login window opens with the reason. ``chatgui --monitor
+login is refused, the login window opens with the reason. ``--tls`` (the default
+when the saved server was TLS) or ``--ca FILE`` connect with TLS; see
+:mod:`chatgui.trust` for the first-use question. ``chatgui --monitor
 [--control PATH]`` watches a server through its control socket instead.
 """
 
@@ -37,7 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="log in as NAME without the login window")
     parser.add_argument("--host", help=f"server address (default {limits.DEFAULT_HOST})")
     parser.add_argument("--port", type=port_number,
-                        help=f"server port (default {limits.DEFAULT_PORT})")
+                        help=f"server port (default {limits.DEFAULT_PORT}, with TLS "
+                        f"{limits.DEFAULT_TLS_PORT})")
+    parser.add_argument("--tls", action="store_true",
+                        help="connect with TLS (implied by --ca; the default when the saved "
+                        "server was TLS): the certificate's fingerprint is asked about at "
+                        "first use and pinned")
+    parser.add_argument("--ca", type=Path, metavar="FILE",
+                        help="trust the server if CAs in this PEM file vouch for it")
     parser.add_argument("--password", default=os.environ.get("CHAT_PASSWORD"),
                         help="the account's password, or a guest's server password "
                         "(default: $CHAT_PASSWORD)")
@@ -92,30 +101,45 @@ def run(args: argparse.Namespace) -> int:
         from chatgui.monitor import run_monitor
 
         return run_monitor(args.control, state_file=args.state_file)
-    from chatgui.login import Form, LoggedIn, check, login, saved_rooms, start
+    from chatgui import trust
+    from chatgui.login import (
+        Form,
+        LoggedIn,
+        check,
+        default_port,
+        login,
+        saved_rooms,
+        saved_tls,
+        start,
+    )
     from chatgui.logview import MAX_LINES
     from chatgui.window import ChatWindow
 
     settings = sg.UserSettings(filename=str(args.settings_file or "chatgui.json"),
                                silent_on_error=True)
+    store = trust.pin_store()
     host = args.host or limits.DEFAULT_HOST
-    port = args.port or limits.DEFAULT_PORT
+    tls = args.tls or args.ca is not None \
+        or saved_tls(settings, host, args.port or limits.DEFAULT_TLS_PORT)
+    port = args.port or default_port(tls)
     error = ""
     attempt: LoggedIn | None = None
     if args.name:
         mode = "register" if args.register else "account" if args.account else "guest"
-        form = Form(args.name, host, str(port), mode, args.password or "", args.code or "")
+        form = Form(args.name, host, str(port), mode, args.password or "", args.code or "",
+                    tls)
         problem = check(form)
         if problem is None:
             try:
-                attempt = start(form, args.room or saved_rooms(settings))
+                attempt = start(form, args.room or saved_rooms(settings), store, args.ca)
             except ValueError as exc:
                 problem = f"Name: {exc}."
         error = problem or ""
     while True:
         if attempt is None:
-            attempt = login(settings, name=args.name or "", host=args.host or "",
-                            port=args.port or 0, error=error, state_file=args.state_file)
+            attempt = login(settings, store, name=args.name or "", host=args.host or "",
+                            port=args.port or 0, tls=args.tls, ca=args.ca, error=error,
+                            state_file=args.state_file)
             if attempt is None:
                 return 0
         window = ChatWindow(attempt.session, attempt.conn, attempt.address,
@@ -126,6 +150,11 @@ def run(args: argparse.Namespace) -> int:
             if window.logged_in:
                 settings["rooms"] = window.open_rooms()
             return code
+        refused = attempt.conn.refused  # a direct login's first use (or a changed pin)
+        if refused is not None and trust.settle(refused, attempt.conn.host, attempt.conn.port,
+                                                store, args.state_file):
+            attempt = start(attempt.form, args.room or saved_rooms(settings), store, args.ca)
+            continue
         error, attempt = window.login_failure, None
 
 

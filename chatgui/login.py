@@ -3,10 +3,10 @@
 The window stays open while the session makes its first connection (polled
 from this window's own loop, so it never freezes) and shows any refusal in
 place, ready for another try. What logged in last is remembered with
-PySimpleGUI's user settings: server, name, how (account, guest, register) and,
-at exit, the rooms that were open. The password never goes into that file: it
-is kept in the system keyring when the user asks and a keyring is there
-(:mod:`chatgui.passwords`), else not at all.
+PySimpleGUI's user settings: server (and whether it is TLS), name, how
+(account, guest, register) and, at exit, the rooms that were open. The
+password never goes into that file: it is kept in the system keyring when
+the user asks and a keyring is there (:mod:`chatgui.passwords`), else not at all.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import PySimpleGUI as sg
 
 from chatclient import events as ev
 from chatclient.net import Connection, port_number
+from chatclient.pins import PinStore
 from chatclient.session import ClientSession
-from chatgui import passwords
+from chatgui import passwords, trust
 from protocol import __version__, limits
 from protocol.values import name_problem, password_problem
 
@@ -37,6 +38,7 @@ MODES = ("account", "guest", "register")
 class LoggedIn:
     """A session that logged in, its connection, and the events so far."""
 
+    form: Form
     session: ClientSession
     conn: Connection
     address: str
@@ -51,6 +53,7 @@ class Form:
     mode: str = "account"
     password: str = ""
     code: str = ""
+    tls: bool = False
 
 
 def check(form: Form) -> str | None:
@@ -84,21 +87,34 @@ def saved_rooms(settings: sg.UserSettings) -> list[str]:
     return [r for r in rooms if isinstance(r, str)] if isinstance(rooms, list) else []
 
 
+def saved_tls(settings: sg.UserSettings, host: str, port: int) -> bool:
+    """Whether ``host:port`` is the saved server and that was TLS."""
+    return (settings.get("tls") is True and settings.get("host") == host
+            and _port(settings.get("port")) == port)
+
+
 def remember(settings: sg.UserSettings, form: Form) -> None:
     settings["name"] = form.name
     settings["host"] = form.host.strip()
     settings["port"] = _port(form.port)
+    settings["tls"] = form.tls
     settings["mode"] = form.mode if form.mode != "register" else "account"
 
 
-def start(form: Form, rooms: list[str]) -> LoggedIn:
-    """A session and its connection for a checked form (the connect has begun)."""
+def start(form: Form, rooms: list[str], store: PinStore, ca: Path | None = None) -> LoggedIn:
+    """A session and its connection for a checked form (the connect has begun);
+    TLS trusts ``ca``, else the fingerprint pinned in ``store``."""
     session = ClientSession(
         form.name, password=form.password or None, register=form.mode == "register",
         code=form.code or None, agent=f"chatgui/{__version__}",
         rooms=rooms if form.mode == "guest" else ())
     host, port = form.host.strip(), _port(form.port)
-    return LoggedIn(session, Connection(session, host, port), f"{host}:{port}", [])
+    tls = trust.options(form.tls, ca, host, port, store)
+    return LoggedIn(form, session, Connection(session, host, port, tls), f"{host}:{port}", [])
+
+
+def default_port(tls: bool) -> int:
+    return limits.DEFAULT_TLS_PORT if tls else limits.DEFAULT_PORT
 
 
 def dump_state(path: Path | None, values: dict[str, Any], error: str) -> None:
@@ -116,15 +132,21 @@ def dump_state(path: Path | None, values: dict[str, Any], error: str) -> None:
 def form_of(values: dict[str, Any]) -> Form:
     mode = next((m for m in MODES if values.get(f"-{m.upper()}-")), "account")
     return Form(str(values["-NAME-"]), str(values["-HOST-"]), str(values["-PORT-"]), mode,
-                str(values["-PASSWORD-"]), str(values["-CODE-"]))
+                str(values["-PASSWORD-"]), str(values["-CODE-"]), bool(values["-TLS-"]))
 
 
-def login(settings: sg.UserSettings, *, name: str = "", host: str = "", port: int = 0,
-          error: str = "", state_file: Path | None = None) -> LoggedIn | None:
-    """Show the window until a session is logged in (returned) or the user gives up."""
+def login(settings: sg.UserSettings, store: PinStore, *, name: str = "", host: str = "",
+          port: int = 0, tls: bool = False, ca: Path | None = None, error: str = "",
+          state_file: Path | None = None) -> LoggedIn | None:
+    """Show the window until a session is logged in (returned) or the user gives up.
+
+    A refused certificate is settled (:func:`chatgui.trust.settle`) on the spot:
+    once trusted, the same form connects again."""
     name = name or str(settings.get("name", ""))
     host = host or str(settings.get("host", limits.DEFAULT_HOST))
-    port = port or _port(settings.get("port")) or limits.DEFAULT_PORT
+    port = port or _port(settings.get("port"))
+    tls = tls or ca is not None or saved_tls(settings, host, port)
+    port = port or default_port(tls)
     mode = str(settings.get("mode", "guest"))
     mode = mode if mode in MODES else "guest"
     keyring = passwords.available()
@@ -134,7 +156,10 @@ def login(settings: sg.UserSettings, *, name: str = "", host: str = "", port: in
         [sg.Text("Log in to chat", font=("DejaVu Sans", 14, "bold"))],
         [sg.Text("Name", **label), sg.Input(name, key="-NAME-", size=(30, 1), focus=True)],
         [sg.Text("Server", **label), sg.Input(host, key="-HOST-", size=(22, 1)),
-         sg.Input(str(port), key="-PORT-", size=(6, 1))],
+         sg.Input(str(port), key="-PORT-", size=(6, 1)),
+         sg.Checkbox("TLS", key="-TLS-", default=tls, disabled=ca is not None,
+                     enable_events=True,
+                     tooltip="encrypted; the server's certificate is checked")],
         [sg.Text("", **label),
          sg.Radio("Account", "mode", key="-ACCOUNT-", default=mode == "account",
                   enable_events=True),
@@ -173,6 +198,8 @@ def login(settings: sg.UserSettings, *, name: str = "", host: str = "", port: in
                 return None
             if event in ("-ACCOUNT-", "-GUEST-", "-REGISTER-"):
                 window["-CODE-"].update(disabled=event != "-REGISTER-")
+            if event == "-TLS-" and _port(values["-PORT-"]) == default_port(not values["-TLS-"]):
+                window["-PORT-"].update(str(default_port(bool(values["-TLS-"]))))
             if event == "-CONNECT-" and attempt is None:
                 form = form_of(values)
                 problem = check(form)
@@ -180,7 +207,7 @@ def login(settings: sg.UserSettings, *, name: str = "", host: str = "", port: in
                     window["-ERROR-"].update(problem, text_color=ERROR_COLOR)
                     continue
                 try:
-                    attempt = start(form, saved_rooms(settings))
+                    attempt = start(form, saved_rooms(settings), store, ca)
                 except ValueError as exc:
                     window["-ERROR-"].update(str(exc), text_color=ERROR_COLOR)
                     continue
@@ -193,10 +220,17 @@ def login(settings: sg.UserSettings, *, name: str = "", host: str = "", port: in
             attempt.events += polled
             failed = next((e for e in polled if isinstance(e, ev.Failed)), None)
             if failed is not None:
+                attempt.conn.close()
+                refused, attempt = attempt.conn.refused, None
+                if refused is not None:
+                    trusted = trust.settle(refused, form.host.strip(), _port(form.port), store,
+                                           state_file)
+                    shown = ""  # the dialog wrote its own state
+                    if trusted:
+                        attempt = start(form, saved_rooms(settings), store, ca)
+                        continue
                 window["-ERROR-"].update(failed.detail or failed.code, text_color=ERROR_COLOR)
                 window["-CONNECT-"].update(disabled=False)
-                attempt.conn.close()
-                attempt = None
             elif any(isinstance(e, ev.LoggedIn) for e in polled):
                 remember(settings, form)
                 if keyring and form.mode != "guest":

@@ -33,8 +33,9 @@ import PySimpleGUI as sg
 
 from chatclient import events as ev
 from chatclient.net import Connection
+from chatclient.pins import CertificateRefused
 from chatclient.session import ClientSession
-from chatgui import slash
+from chatgui import slash, trust
 from chatgui.notify import Notifier
 from chatgui.render import hhmm
 from chatgui.roomlog import RoomLog
@@ -457,6 +458,8 @@ class ChatWindow:
                     rooms.changes.members = True
                     if not first:
                         self.log.note("note", "reconnected")
+                case ev.Reconnecting() if self.conn.refused is not None:
+                    self.certificate_changed(self.conn.refused)
                 case ev.Reconnecting(delay=delay, reason=reason):
                     if self.status == "connected":
                         self.log.note("note", f"connection lost ({reason}); reconnecting")
@@ -769,6 +772,17 @@ class ChatWindow:
             self.banner_until = 0.0
             self.window["-BANNER-"].update(visible=False)
         return bool(self.queue) or self._readable()
+
+    def certificate_changed(self, refused: CertificateRefused) -> None:
+        """A reconnect met another certificate than the pinned one: stop there
+        (never retried behind the person's back) and warn with both fingerprints."""
+        self.conn.close()
+        self.status, self.finished = "offline", True
+        self.offline_reason = str(refused)
+        self.log.note("error", self.offline_reason)
+        assert refused.pinned is not None  # it logged in once, so something is pinned
+        trust.warn_changed(refused, self.conn.address, refused.pinned, self.state_file)
+        self._state_dirty = True  # the dialog wrote its own state over the window's
 
     def _readable(self) -> bool:
         """The server sent more than the last poll took (it reads a bounded amount):

@@ -55,3 +55,16 @@ def test_compare_tree_runs_both_servers_interleaved() -> None:
     ratios = part[other]["ratio_to_:memory:"]
     assert set(ratios) == {"deliveries_per_s", "per_server_cpu_s"}
     assert f"fan-out [{other}] / [:memory:]:" in err
+
+
+def test_ws_runs_the_fanout_over_websocket_interleaved() -> None:
+    code, out, err = run_bench("fanout", "--clients", "4", "--senders", "2", "--ws", *_TINY,
+                               timeout=60)
+    assert code == 0, err
+    part = json.loads(out)["results"]["fanout"]
+    assert set(part) == {":memory:", ":memory: ws"}
+    assert part[":memory: ws"]["median"]["deliveries_per_s"] > 0
+    assert part[":memory: ws"]["median"]["threads"] == 1
+    assert set(part[":memory: ws"]["ratio_to_:memory:"]) == {"deliveries_per_s",
+                                                             "per_server_cpu_s"}
+    assert "fan-out [:memory: ws] / [:memory:]:" in err

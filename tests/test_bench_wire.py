@@ -5,7 +5,13 @@ from __future__ import annotations
 import itertools
 from array import array
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import Ping, TextMessage
+
 from chatd.bench_wire import FrameCounter, MarkerCounter, StampReader, stamped_text
+from chatd.bench_ws import WsFrameCounter
 from protocol.framing import encode
 
 _STREAM = b"".join(
@@ -62,3 +68,29 @@ def test_stamp_reader_times_stamped_texts_only() -> None:
         )
         assert frames == 5
         assert sorted(out) == [3000, 4000]  # µs: (5 ms - 2 ms), (5 ms - 1 ms)
+
+
+def _ws_stream(kind: ConnectionType) -> tuple[bytes, int]:
+    """Frames of an open WebSocket's ``kind`` end (a client's are masked):
+    messages with 7-bit, 16-bit and 64-bit lengths, one in two fragments, and
+    a ping; the stream and the number of messages in it."""
+    conn = Connection(kind)
+    parts = [conn.send(TextMessage(data="x" * size)) for size in (0, 5, 125, 126, 300, 70_000)]
+    parts.append(conn.send(Ping(b"p")))
+    parts.append(conn.send(TextMessage(data="ab", message_finished=False)))
+    parts.append(conn.send(TextMessage(data="cd", message_finished=True)))
+    return b"".join(parts), 7
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from([ConnectionType.SERVER, ConnectionType.CLIENT]),
+       cuts=st.lists(st.integers(min_value=1, max_value=71_000), max_size=30))
+def test_ws_frame_counter_counts_whole_messages_at_any_split(
+    kind: ConnectionType, cuts: list[int]
+) -> None:
+    stream, messages = _ws_stream(kind)
+    counter = WsFrameCounter()
+    total = 0
+    for chunk in _chunks(stream, sorted({c for c in cuts if c < len(stream)})):
+        total += counter.feed(chunk + bytearray(16), len(chunk))
+    assert total == messages

@@ -113,8 +113,9 @@ def test_register_with_a_join_code_from_the_login_window(display, tmp_path):
             wid = gui.window("log in$")
             gui.wait("the form", lambda s: s.get("window") == "login" and s["name"] == "dana")
             gui.type_text(wid, "")  # raise and focus: the name field has the focus
-            # Tab to the "New account" button, choose it, then to password and code.
-            gui.xdotool("key", "Tab", "Tab", "Tab", "Tab", "Tab", "space")
+            # Tab past host, port and the TLS box to the "New account" button,
+            # choose it, then to password and code.
+            gui.xdotool("key", "Tab", "Tab", "Tab", "Tab", "Tab", "Tab", "space")
             gui.wait("new account", lambda s: s["register"] and not s["account"])
             gui.xdotool("key", "Tab")
             gui.xdotool("type", "--delay", "5", "correct horse")
