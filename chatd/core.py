@@ -715,6 +715,14 @@ class Core:
 
         self.change(records.RemoveRoom(room.key), undo)
 
+    def changed(self, conn: Connection, ref: str | None, room: Room, kind: str,
+                **members: Any) -> None:
+        """A durable change done for a request: its ``ok``, then the room
+        event every online member gets (both revoked if the commit fails)."""
+        self.turn.outcome(conn, encode(m.ok(ref)), ref)
+        self.turn.broadcast(room.chan, encode(m.room_event(kind, room.name, self.ts, **members)),
+                            durable=True)
+
     # --- messages -------------------------------------------------------------------
 
     def publish(self, room: Room, sender: str, sender_key: str, text: str, *,

@@ -165,9 +165,7 @@ def edit(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
     if window and core.ts - stored.ts > window * 1000:
         raise ProtocolError("not_allowed", f"messages can be edited for {window:g} s", ref=ref)
     core.change(EditMessage(room.key, seq, text, core.ts), lambda: None)
-    core.turn.outcome(conn, encode(m.ok(ref)), ref)
-    core.turn.broadcast(room.chan, encode(m.room_event(
-        "edited", room.name, core.ts, seq=seq, text=text)), durable=True)
+    core.changed(conn, ref, room, "edited", seq=seq, text=text)
 
 
 def delete(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
@@ -179,9 +177,7 @@ def delete(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
         raise ProtocolError("not_allowed", "only its author, an owner or an op may delete "
                             "a message", ref=ref)
     core.change(DeleteMessage(room.key, seq), lambda: None)
-    core.turn.outcome(conn, encode(m.ok(ref)), ref)
-    core.turn.broadcast(room.chan, encode(m.room_event(
-        "deleted", room.name, core.ts, seq=seq, by=person.name)), durable=True)
+    core.changed(conn, ref, room, "deleted", seq=seq, by=person.name)
 
 
 def typing(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:

@@ -141,9 +141,7 @@ def topic(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
 def set_topic(core: Core, room: Room, text: str, *, by: str, conn: Connection,
               ref: str | None) -> None:
     core.save_room(room, topic=text)
-    core.turn.outcome(conn, encode(m.ok(ref)), ref)
-    core.turn.broadcast(room.chan, encode(m.room_event(
-        "topic", room.name, core.ts, topic=text, by=by)), durable=True)
+    core.changed(conn, ref, room, "topic", topic=text, by=by)
 
 
 def invite(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
@@ -235,9 +233,7 @@ def set_op(core: Core, room: Room, target: Person, is_op: bool, *, by: str, conn
     role = OP if is_op else MEMBER
     if room.members[target.key] != role:
         core.set_role(room, target, role)
-    core.turn.outcome(conn, encode(m.ok(ref)), ref)
-    core.turn.broadcast(room.chan, encode(m.room_event(
-        "role", room.name, core.ts, name=target.name, role=role, by=by)), durable=True)
+    core.changed(conn, ref, room, "role", name=target.name, role=role, by=by)
 
 
 def dm(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
