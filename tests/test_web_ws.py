@@ -4,13 +4,20 @@ WebSocket edge cases of contract §21."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from wsproto import ConnectionType
+from wsproto.connection import Connection as WsConnection
 from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
+from chatd.web import websocket
+from protocol.framing import frame
 from tests.web_support import WsClient, WsClosed, web_server
 
 pytestmark = pytest.mark.timeout(60)
@@ -200,3 +207,23 @@ def test_client_close_frame_ends_the_session(tmp_path: Path) -> None:
             assert ws.close_code() == 1008
             with pytest.raises(WsClosed):
                 ws.recv()
+
+
+@given(st.lists(st.text(max_size=70_000).map(lambda t: json.dumps({"type": "x", "t": t})),
+                min_size=1, max_size=4),
+       st.integers(min_value=0, max_value=3))
+@example(["x" * 10, "y" * 200, "z" * 70_000], 1)  # all three length forms at once
+@settings(max_examples=30)
+def test_server_frames_are_read_back_by_a_websocket_client(payloads: list[str],
+                                                           cut: int) -> None:
+    """Whatever their sizes (the three length forms), the frames written
+    without wsproto are exactly the messages a wsproto client reads."""
+    stream = b"".join(frame(p.encode()) for p in payloads)
+    stream += b"\x00\x00"[:cut % 3]  # a partial header stays behind
+    framed, used, last = websocket._messages(stream)
+    assert used == len(stream) - cut % 3
+    assert last == payloads[-1].encode()
+    client = WsConnection(ConnectionType.CLIENT)
+    client.receive_data(framed)
+    got = [event.data for event in client.events() if isinstance(event, TextMessage)]
+    assert got == payloads
