@@ -20,6 +20,7 @@ run: $(STAMP)
 	else \
 		$(BIN)/chatd start || exit 1; \
 	fi
+	@echo "web client: https://127.0.0.1:8080/ (the server's own certificate; its fingerprint: $(BIN)/chatd status)"
 	@echo "stop it with: $(BIN)/chatd stop"
 	@if [ -n "$$DISPLAY" ] && $(BIN)/python -c 'import chatgui.app' 2>/dev/null; then \
 		echo "opening chatgui..."; $(BIN)/chatgui; \
