@@ -19,9 +19,13 @@ only ever does non-blocking pipe I/O:
   and is replaced when the next job needs it (not at once: a child that cannot
   start must not make the loop spin).
 
-Children run as idle-time work (``SCHED_IDLE``, else a lower ``nice``): they
-get a CPU only when nothing else wants it, so a login storm slows logins down,
-not the chat (at ``nice`` 10 a worker still took time slices from the loop).
+Children run as idle-time work (``SCHED_IDLE``): they get a CPU only when
+nothing else wants it, so a login storm slows logins down, not the chat (at
+``nice`` 10, or even 19, a worker still took time slices from the loop: the
+room's p99 moved 2 to 3 times instead of 1.5). Idle-time work starves while
+other programs keep every CPU busy, so a worker whose job has made no progress
+for STARVED_S is raised to ordinary scheduling at ``nice`` 19 (:meth:`HashWorker.tick`)
+and lowered again once it has nothing to do.
 They exit when their stdin closes, so a server that dies takes its workers
 with it. Subprocesses, not threads nor
 ``multiprocessing``: the server stays one thread (multiprocessing's queues
@@ -40,6 +44,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import time
 from collections import deque
 from pathlib import Path
 from typing import Protocol
@@ -54,8 +59,12 @@ log = logging.getLogger(__name__)
 
 Result = str | bool | None
 
-#: A worker's priority below the server's (added to its nice value).
-NICENESS = 10
+#: A worker's priority below the server's when it is not idle-time work
+#: (added to its nice value; the kernel caps the result at 19, the lowest).
+NICENESS = 19
+#: Seconds a worker may hold a job without a result before it is raised out
+#: of idle-time scheduling (see the module docstring).
+STARVED_S = 1.0
 READ_SIZE = 64 * 1024
 
 
@@ -186,12 +195,29 @@ class _Child:
         self.decoder = Decoder(JOB_MAX_BYTES)
         self.jobs: deque[int] = deque()
         self.broken = False  # a write failed: it is dead, its stdout will say so
+        self.progress = time.monotonic()  # its last result, or its first job since
+        self.raised = False  # out of idle-time scheduling (starved)
+
+    def schedule(self, raised: bool) -> None:
+        """Idle-time work, or ordinary at the lowest priority when starved."""
+        if raised == self.raised:
+            return
+        self.raised = raised
+        pid = self.proc.pid
+        with contextlib.suppress(OSError, AttributeError):  # gone, or not Linux
+            if raised:
+                os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+                os.setpriority(os.PRIO_PROCESS, pid, 19)
+            else:
+                os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
 
     def room(self) -> int:
         return 0 if self.broken else self.limit - len(self.jobs)
 
     def send(self, job: int, frame: bytes) -> None:
         """Write one job; cannot block, as the child holds fewer than ``limit``."""
+        if not self.jobs:
+            self.progress = time.monotonic()
         self.jobs.append(job)
         try:
             os.write(self.stdin, frame)
@@ -282,12 +308,23 @@ class HashWorker:
                 out += self._lost(child)
                 continue
             out += [(child.jobs.popleft(), message.get("result")) for message in messages]
+            if messages:
+                child.progress = time.monotonic()
+            if not child.jobs:
+                child.schedule(raised=False)
         self._dying = [child for child in self._dying if not child.reaped()]
         self._dispatch()
         return out
 
     def cancel(self, job: int) -> None:
         self._queue = deque(item for item in self._queue if item[0] != job)
+
+    def tick(self, now: float) -> None:
+        """Raise a worker whose job has waited STARVED_S for a CPU (the loop
+        calls this while jobs are pending, at least every STARVED_S / 2)."""
+        for child in self._slots:
+            if child is not None and child.jobs and now - child.progress >= STARVED_S:
+                child.schedule(raised=True)
 
     def workers(self) -> int:
         return len(self._slots)
@@ -365,7 +402,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (OSError, AttributeError):  # not Linux, or not allowed
+    except (OSError, AttributeError):  # not Linux, or not allowed: the next best
         with contextlib.suppress(OSError):
             os.nice(NICENESS)
     decoder = Decoder(JOB_MAX_BYTES)

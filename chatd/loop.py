@@ -45,7 +45,7 @@ from typing import Any
 from chatd.connection import CHAT, CLOSED, CLOSING, CONTROL, LINGER, Connection
 from chatd.core import Core
 from chatd.errors import StartupError
-from chatd.hashworker import HashWorker
+from chatd.hashworker import STARVED_S, HashWorker
 from chatd.settings import Settings
 from chatd.store import Store, open_store
 from chatd.timers import Timers
@@ -317,6 +317,8 @@ class Server:
         self.timers.schedule(time.monotonic() + STATUS_EVERY_S, None, "status")
         select = self.sel.select
         limit = settings.max_outbuf
+        hasher = self.hasher
+        assert hasher is not None
         while True:
             now = time.monotonic()
             if core.has_work():
@@ -324,6 +326,8 @@ class Server:
             else:
                 deadlines = [d for d in (core.next_deadline(), self.timers.next_deadline())
                              if d is not None]
+                if hasher.pending():  # a starved worker is raised (HashWorker.tick)
+                    deadlines.append(now + STARVED_S / 2)
                 timeout = max(0.0, min(deadlines) - now) if deadlines else None
             events = select(timeout)
             now = time.monotonic()
@@ -358,6 +362,8 @@ class Server:
                 else:
                     core.receive(conn, b"")
             core.run_timers(now)
+            if hasher.pending():
+                hasher.tick(now)
             self._run_timers(now)
             if self.signals:
                 signals, self.signals = self.signals, []

@@ -294,3 +294,25 @@ def test_the_longest_jobs_fit_the_bound() -> None:
         for record in (char * RECORD_MAX_CHARS, "\0" * RECORD_MAX_CHARS):
             job = make_job("verify", char * PASSWORD_MAX_CHARS, record)
             assert len(encode(job)) <= JOB_MAX_BYTES
+
+
+def test_a_starved_worker_is_raised_and_lowered_again(worker: HashWorker, record: str) -> None:
+    """Idle-time work never runs while other programs keep the CPUs busy: a
+    job held longer than STARVED_S gets its worker ordinary scheduling (at the
+    lowest priority) until it has nothing to do."""
+    (pid,) = children()
+    worker.submit(0, "verify", PASSWORD, record)
+    assert collect(worker, 1) == {0: True}  # it has started: it made itself idle-time work
+    assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+    os.kill(pid, signal.SIGSTOP)  # as starved as it gets
+    try:
+        worker.submit(1, "verify", PASSWORD, record)
+        worker.tick(time.monotonic())
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE  # not starved yet
+        worker.tick(time.monotonic() + hashworker.STARVED_S)
+        assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 19
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert collect(worker, 1) == {1: True}
+    assert os.sched_getscheduler(pid) == os.SCHED_IDLE  # nothing to do: idle-time again
