@@ -40,7 +40,7 @@ from chatd.connection import (
     Connection,
 )
 from chatd.hashworker import Hasher
-from chatd.records import DM, MEMBER, Op, RoomRecord, Stored
+from chatd.records import MEMBER, Op, RoomRecord, Stored
 from chatd.replies import SERVER_NAME, UNAVAILABLE_RETRY_MS, fatal_message, not_fatal
 from chatd.rooms import Person, Room
 from chatd.settings import Settings
@@ -92,6 +92,9 @@ class Core:
         self.timers: Timers[Connection] = Timers()
         self.turn = Turn()
         self.ops: list[Op] = []  # this turn's changes, committed at its end
+        #: (room, sender, id) of this turn's messages not yet committed: an
+        #: idempotent resend in the same turn finds them without a commit.
+        self.pending_ids: dict[tuple[str, str, str], Stored] = {}
         self.undo: list[Callable[[], None]] = []
         self.jobs: dict[int, tuple[Connection, Done, Done | None]] = {}
         self._job = 0
@@ -398,13 +401,7 @@ class Core:
                 self.close(conn, None, None)
 
     def status(self) -> Message:
-        status = self._status_counters()
-        if self.tls_fingerprint is not None:  # contract §20: what clients pin
-            status["tls_fingerprint"] = self.tls_fingerprint
-        return status
-
-    def _status_counters(self) -> Message:
-        return {
+        status: Message = {
             "type": "status",
             "server": SERVER_NAME,
             "uptime_s": round(self.now - self.started, 3),
@@ -420,9 +417,9 @@ class Core:
             "watchers": len(self.watch.conns),
             "handshakes": self.handshakes,
         }
-
-    def status_users(self) -> int:
-        return len(self.online)
+        if self.tls_fingerprint is not None:  # contract §20: what clients pin
+            status["tls_fingerprint"] = self.tls_fingerprint
+        return status
 
     # --- store ----------------------------------------------------------------
 
@@ -443,6 +440,7 @@ class Core:
         """
         ops, undo = self.ops, self.undo
         self.ops, self.undo = [], []
+        self.pending_ids = {}
         durable, outcomes = self.turn.take_durable()
         if not ops:
             return
@@ -732,7 +730,10 @@ class Core:
         commit); the requester gets ``ok`` (b"": its echo is the answer)."""
         seq = room.seq = room.seq + 1  # taken back by commit() if the store refuses
         ts = self.ts
-        self.ops.append(records.AddMessage(room.key, Stored(seq, ts, sender, text, ident)))
+        stored = Stored(seq, ts, sender, text, ident)
+        self.ops.append(records.AddMessage(room.key, stored))
+        if ident is not None:
+            self.pending_ids[room.key, sender_key, ident] = stored
         turn = self.turn
         if conn is not None:  # the answer comes before the events it causes (§13)
             turn.outcome(conn, ok, ref)
@@ -933,9 +934,6 @@ class Core:
     def _display(self, key: str) -> str:
         person = self.people.get(key)
         return person.name if person is not None else key
-
-    def is_dm_member(self, room: Room, person: Person) -> bool:
-        return room.kind == DM and person.key in room.members
 
     def new_role(self, room: Room, person: Person) -> str:
         return records.OWNER if room.owner == person.key else MEMBER

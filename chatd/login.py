@@ -22,7 +22,7 @@ from protocol import ProtocolError, encode, encode_payload, name_key, normalize_
 from protocol import messages as m
 from protocol.framing import frame
 from protocol.limits import LOBBY, MAX_INT, PROTO_V2, PROTO_VERSION, PROTO_VERSIONS
-from protocol.values import password_problem, room_key, room_name_problem
+from protocol.values import new_password, room_key, room_name_problem
 
 if TYPE_CHECKING:
     from chatd.core import Core
@@ -78,9 +78,7 @@ def _hello(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
             raise ProtocolError("auth_failed", "a join code is needed to register")
         if account:
             raise ProtocolError("account_exists", f"{name!r} is an account")
-        problem = password_problem(password)
-        if problem is not None or not isinstance(password, str):
-            raise ProtocolError("weak_password", problem or "a password is needed")
+        password = new_password(password)
         if key in core.online:
             raise ProtocolError("name_taken", f"{name!r} is online")
         if len(core.online) >= settings.max_clients:

@@ -403,7 +403,7 @@ class Server:
                     core.lost(target)
                     self._drop(target)
             elif kind == "status":
-                self.notify(f"STATUS={core.status_users()} users online")
+                self.notify(f"STATUS={len(core.online)} users online")
                 self.timers.schedule(now + STATUS_EVERY_S, None, "status")
             # "grace" and "presence" only wake the loop; run() checks them.
 

@@ -20,7 +20,7 @@ from protocol import ProtocolError, clean_text, encode, encode_payload, name_key
 from protocol import messages as m
 from protocol.framing import frame
 from protocol.limits import HISTORY_LIMIT_DEFAULT, SEARCH_LIMIT_DEFAULT
-from protocol.values import clean_query, password_problem
+from protocol.values import clean_query, new_password
 
 if TYPE_CHECKING:
     from chatd.core import Core, Handler
@@ -62,10 +62,11 @@ def _idempotent(core: Core, room: Room, conn: Connection, ident: str | None,
     if ident is None:
         return False
     person: Person = conn.person
-    if core.ops:
-        core.commit()  # the original may be this turn's
+    # This turn's messages are not in the store yet (no commit per message).
+    original = core.pending_ids.get((room.key, person.key, ident))
     try:
-        original = room.log.find(person.key, ident)
+        if original is None:
+            original = room.log.find(person.key, ident)
     except Exception as exc:
         raise unreadable("an idempotency check", exc, ref) from None
     if original is None:
@@ -230,11 +231,7 @@ def search(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
 def password(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
     """Change one's own password (§12): the old one is checked in the worker."""
     person: Person = conn.person
-    new = msg.get("new")
-    problem = password_problem(new)
-    if problem is not None or not isinstance(new, str):  # value rules before not_allowed
-        raise ProtocolError("weak_password", problem or "a password is needed", ref=ref,
-                            fatal=False)
+    new = new_password(msg.get("new"), ref=ref, fatal=False)  # before not_allowed (§17)
     if not person.account:
         raise ProtocolError("not_allowed", "guests have no password", ref=ref)
     wait = core.throttle.blocked(conn.address, person.key, core.now)

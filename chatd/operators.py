@@ -17,7 +17,7 @@ from chatd.room_requests import lift_ban, remove, rooms_reply, set_op, set_topic
 from protocol import ProtocolError, clean_text, encode, name_key, normalize_name
 from protocol import messages as m
 from protocol.limits import LOBBY
-from protocol.values import clean_topic, is_dm_name, password_problem, room_key, room_problem
+from protocol.values import clean_topic, is_dm_name, new_password, room_key, room_problem
 
 if TYPE_CHECKING:
     from chatd.core import Core, Handler
@@ -72,15 +72,6 @@ def shutdown(core: Core, conn: Connection, msg: Message, ref: str | None) -> Non
     core.stop_requested = True
 
 
-def _new_password(msg: Message, ref: str | None) -> str:
-    password = msg.get("password")
-    problem = password_problem(password)
-    if problem is not None:
-        raise ProtocolError("weak_password", problem, ref=ref)
-    assert isinstance(password, str)
-    return password
-
-
 def _hashed(ref: str | None, then: Any) -> Any:
     def run(record: Any) -> None:
         if not isinstance(record, str):
@@ -100,7 +91,7 @@ def account_add(core: Core, conn: Connection, msg: Message, ref: str | None) -> 
     key = name_key(name)
     if key in core.people and core.people[key].account:
         raise ProtocolError("account_exists", f"{name!r} is an account", ref=ref)
-    password = _new_password(msg, ref)
+    password = new_password(msg.get("password"), ref=ref)
 
     def created(record: str) -> None:
         if key in core.people and core.people[key].account:
@@ -116,7 +107,7 @@ def account_add(core: Core, conn: Connection, msg: Message, ref: str | None) -> 
 
 def account_password(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
     person = core.account(msg["name"], ref)
-    password = _new_password(msg, ref)
+    password = new_password(msg.get("password"), ref=ref)
 
     def changed(record: str) -> None:
         if core.people.get(person.key) is not person:

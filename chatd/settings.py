@@ -88,27 +88,22 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def port_number(text: str) -> int:
-    value = _int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be 0..65535 (0 picks a free port)")
-    return value
+def _port(zero_means: str) -> Callable[[str], int]:
+    """A port parser; what 0 means differs by listener (so does its message)."""
+
+    def parse(text: str) -> int:
+        value = _int(text)
+        if not 0 <= value <= 65535:
+            raise ValueError(f"must be 0..65535 (0 {zero_means})")
+        return value
+
+    return parse
 
 
-def _tls_port(text: str) -> int:
-    """The TLS port: a fixed one, or 0 for no TLS (so it cannot pick a free port)."""
-    value = _int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be 0..65535 (0 turns TLS off)")
-    return value
-
-
-def _http_port(text: str) -> int:
-    """The web listener's port, or 0 for none."""
-    value = _int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be 0..65535 (0 turns the web listener off)")
-    return value
+port_number = _port("picks a free port")
+#: TLS and the web listener have fixed ports: 0 turns them off.
+_tls_port = _port("turns TLS off")
+_http_port = _port("turns the web listener off")
 
 
 def _origins(items: Sequence[str]) -> tuple[str, ...]:

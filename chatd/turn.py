@@ -376,11 +376,12 @@ class Turn:
                     else:
                         got.append(channel)
         frames = 0
+        counts = {channel: sum(1 for f in channel.frames if f) for channel in active}
         for conn, channels in seen.items():
             released.append(conn)
             if len(channels) == 1:
                 conn.push(channels[0].blob)
-                frames += sum(1 for f in channels[0].frames if f)
+                frames += counts[channels[0]]
                 continue
             merged = [frame for _, frame in heapq.merge(
                 *(zip(ch.numbers, ch.frames, strict=True) for ch in channels)) if frame]

@@ -109,6 +109,15 @@ def password_problem(value: object) -> str | None:
     return None
 
 
+def new_password(value: object, *, ref: str | None = None, fatal: bool = True) -> str:
+    """``value`` as a new password, or ``weak_password`` (fatal at login, §17)."""
+    problem = password_problem(value)
+    if problem is not None:
+        raise ProtocolError("weak_password", problem, ref=ref, fatal=fatal)
+    assert isinstance(value, str)
+    return value
+
+
 def clean_topic(value: str, *, ref: str | None = None) -> str:
     """A topic: the text rules without the emptiness step (empty clears it)."""
     _check_chars(value, ref)

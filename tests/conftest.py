@@ -12,6 +12,7 @@ them off at 120 s), while every other test keeps it.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -44,3 +45,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
             item.add_marker(pytest.mark.timeout(0))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """In CI nothing may be skipped: the set-up installs what the tests need
+    (scripts/system-packages), so a skip there means a broken set-up, and it
+    fails instead of passing quietly."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where everything must run: {report.longrepr}"

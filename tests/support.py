@@ -294,3 +294,59 @@ class TestClient:
             seen.extend(self.inbox)
             self.inbox.clear()
             return seen
+
+
+class Pipelined:
+    """A non-blocking client over a logged-in :class:`TestClient`'s socket: it
+    writes what it has queued in ``out`` as the socket takes it and hands every
+    frame it reads to :meth:`receive` (load tests that must not wait per request)."""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.decoder = Decoder(CLIENT_MAX_FRAME)
+        self.out = b""
+
+    def attach(self, client: TestClient) -> None:
+        """Take over a logged-in client's socket; what it already read is received."""
+        self.sock = client.sock
+        self.sock.setblocking(False)
+        self.decoder = client.decoder
+        for msg in client.inbox:
+            self.receive(msg)
+
+    def receive(self, msg: Message) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """One non-blocking send of what is queued (dropped if the server is gone)."""
+        assert self.sock is not None
+        if not self.out:
+            return
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.out = b""  # the server is gone: the test resends what was not acknowledged
+            return
+        self.out = self.out[sent:]
+
+    def pump_in(self) -> bool:
+        """Read what is there; False at EOF."""
+        assert self.sock is not None
+        try:
+            data = self.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            return False
+        for msg in self.decoder.feed(data):
+            self.receive(msg)
+        return True
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None

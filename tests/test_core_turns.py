@@ -361,3 +361,16 @@ def test_a_long_backlog_streams_and_live_output_waits_behind_it(tmp_path: Path) 
     assert seqs == list(range(1, 1002))
     assert [m["type"] for m in got[-3:]] == ["msg", "msg", "pong"]
     assert got[-2]["text"] == "live"
+
+
+def test_messages_with_ids_share_the_turns_one_commit(h: Harness) -> None:
+    """Every client sends ids (its outbox): checking them must not commit per message."""
+    alice = h.login("alice")
+    h.frames(alice)
+    h.turn()
+    h.send(alice, *({"type": "say", "text": f"m{i}", "id": f"i{i}"} for i in range(5)),
+           {"type": "say", "text": "again", "id": "i2"})
+    h.end()
+    assert h.history.batches[-1] == [1, 2, 3, 4, 5]
+    got = [(m["seq"], m["text"]) for m in h.frames(alice)]
+    assert got == [(1, "m0"), (2, "m1"), (3, "m2"), (4, "m3"), (5, "m4"), (3, "m2")]

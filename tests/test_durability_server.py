@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from protocol import Decoder, encode
-from protocol.limits import CLIENT_MAX_FRAME
-from tests.support import ServerProcess, TestClient, running_server
+from protocol import encode
+from tests.support import Pipelined, ServerProcess, TestClient, running_server
 from tests.test_history_disk_full import small_disk
 
 Message = dict[str, Any]
@@ -52,11 +50,12 @@ def assert_gapless(msgs: list[Message]) -> None:
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else True
 
 
-class Sender:
+class Sender(Pipelined):
     """A non-blocking client that pipelines its outbox of ``say``s (each with
     an id) and records what the server acknowledged (its own ``msg`` echo)."""
 
     def __init__(self, name: str, outbox: list[str], window: int = 64) -> None:
+        super().__init__()
         self.name = name
         self.outbox = outbox  # ids, in order; the text is derived from the id
         self.window = window
@@ -67,9 +66,6 @@ class Sender:
         self.sent: set[str] = set()  # ever sent, on any connection
         self.resent: set[str] = set()  # sent before, unacked at the reconnect
         self.errors: list[Message] = []
-        self.sock: socket.socket | None = None
-        self.decoder = Decoder(CLIENT_MAX_FRAME)
-        self.out = b""
         self.todo: list[str] = []
         self.pending: set[str] = set()  # sent on this connection, not yet acked
 
@@ -81,11 +77,7 @@ class Sender:
         self.pending = set()
         self.out = b""
         client.login(self.name, **({} if since is None else {"since": since}))
-        self.sock = client.sock
-        self.sock.setblocking(False)
-        self.decoder = client.decoder
-        for msg in client.inbox:
-            self.receive(msg)
+        self.attach(client)
 
     @property
     def done(self) -> bool:
@@ -98,30 +90,7 @@ class Sender:
             self.out += encode({"type": "say", "text": f"text of {ident}", "id": ident})
             self.pending.add(ident)
             self.sent.add(ident)
-        if self.out:
-            try:
-                sent = self.sock.send(self.out)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.out = b""  # the server is gone; the unacked are resent later
-                return
-            self.out = self.out[sent:]
-
-    def pump_in(self) -> bool:
-        """Read what is there; False at EOF."""
-        assert self.sock is not None
-        try:
-            data = self.sock.recv(1 << 20)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            return False
-        for msg in self.decoder.feed(data):
-            self.receive(msg)
-        return True
+        self.flush()
 
     def receive(self, msg: Message) -> None:
         if msg["type"] == "error":
@@ -138,10 +107,7 @@ class Sender:
             if self.acked.setdefault(ident, msg["seq"]) != msg["seq"]:
                 self.conflicts.append(msg)
 
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+
 
 
 def drive(senders: list[Sender], until: Any, deadline: float) -> None:

@@ -24,6 +24,13 @@ def chat(port: int, *args: str, stdin: str = "") -> subprocess.CompletedProcess[
         input=stdin, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
 
 
+def live_bot(server: ServerProcess) -> subprocess.Popen[str]:
+    """``chat --name bot`` in a pipe the test keeps feeding and reading."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "chatterm", "--port", str(server.port), "--name", "bot"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def v2(server: ServerProcess, name: str, **hello: Any) -> TestClient:
     return server.login(name, proto=2, **hello)
 
@@ -67,9 +74,7 @@ def test_join_and_dm_move_where_the_next_lines_go(tmp_path):
 
 def test_events_of_others_come_out_one_per_line_with_their_room(tmp_path):
     with running_server(tmp_path) as server, v2(server, "carol") as carol:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chatterm", "--port", str(server.port), "--name", "bot"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = live_bot(server)
         try:
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write("ready\n")
@@ -194,9 +199,7 @@ def test_password_is_not_an_argument():
 
 def test_reader_gone_ends_without_a_traceback(tmp_path):
     with running_server(tmp_path) as server, v2(server, "carol") as carol:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chatterm", "--port", str(server.port), "--name", "bot"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = live_bot(server)
         try:
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write("hi\n")

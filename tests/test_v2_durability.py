@@ -23,16 +23,14 @@ import itertools
 import os
 import random
 import selectors
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol import Decoder, encode
-from protocol.limits import CLIENT_MAX_FRAME
-from tests.support import ServerProcess, TestClient, running_server
+from protocol import encode
+from tests.support import Pipelined, ServerProcess, TestClient, running_server
 from tests.test_durability_server import kill
 from tests.v2_support import PASSWORD, Message, hello2, join
 
@@ -69,17 +67,15 @@ class Said:
         return current
 
 
-class Writer:
+class Writer(Pipelined):
     """A non-blocking v2 client that pipelines a random mix of requests and
     records which were acknowledged (a ``say`` by its ``msg``, the others by
     the reply carrying ``ref``)."""
 
     def __init__(self, name: str, rng: random.Random) -> None:
+        super().__init__()
         self.name = name
         self.rng = rng
-        self.sock: socket.socket | None = None
-        self.decoder = Decoder(CLIENT_MAX_FRAME)
-        self.out = b""
         self.frozen = False  # no new requests (the server has been killed)
         self.acks = 0
         self.ids = itertools.count()
@@ -95,18 +91,6 @@ class Writer:
 
     # --- the connection -----------------------------------------------------------
 
-    def attach(self, client: TestClient) -> None:
-        self.sock = client.sock
-        self.sock.setblocking(False)
-        self.decoder = client.decoder
-        for frame in client.inbox:
-            self.receive(frame)
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
     def pump_out(self) -> None:
         assert self.sock is not None
         while not self.frozen and len(self.in_flight) < WINDOW:
@@ -114,32 +98,7 @@ class Writer:
             if request is None:
                 break
             self.out += encode(request)
-        if self.out:
-            try:
-                sent = self.sock.send(self.out)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.out = b""  # the server is gone
-                return
-            self.out = self.out[sent:]
-
-    def pump_in(self) -> bool:
-        """Read what is there; False at EOF."""
-        assert self.sock is not None
-        try:
-            data = self.sock.recv(1 << 20)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            return False
-        for frame in self.decoder.feed(data):
-            self.receive(frame)
-        return True
-
-    # --- what to send next --------------------------------------------------------
+        self.flush()
 
     def _send(self, request: Message, room: str) -> Message:
         ident = f"{self.name}-{next(self.ids)}"
