@@ -21,13 +21,10 @@ from dataclasses import dataclass, field
 
 from chatclient import events as ev
 from chatclient.events import ChatMessage, Member, RoomInfo
+from protocol.values import room_key
 
 TYPING_SHOWN = 6.0  # seconds a typing notice lasts (contract: 6 s)
 MARK_EVERY = 1.0  # seconds between two marks of one room
-
-
-def room_key(name: str) -> str:
-    return name.casefold()
 
 
 @dataclass

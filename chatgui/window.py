@@ -39,9 +39,10 @@ from chatgui import slash, trust
 from chatgui.notify import Notifier
 from chatgui.render import hhmm
 from chatgui.roomlog import RoomLog
-from chatgui.rooms import Room, Rooms, room_key
+from chatgui.rooms import Room, Rooms
 from chatgui.stats import Stats
 from protocol.errors import ProtocolError
+from protocol.values import room_key
 
 FONT = ("DejaVu Sans", 11)
 IDLE_MS = 50  # read timeout when nothing is queued

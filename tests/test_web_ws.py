@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -164,7 +165,9 @@ def test_websocket_pings_are_answered_but_do_not_keep_a_session_alive(tmp_path: 
         seen: list[str] = []
         pongs = 0
         ws.send_event(Ping(payload=b"p"))
+        deadline = time.monotonic() + 20  # two heartbeats and then some
         while True:
+            assert time.monotonic() < deadline, f"no close in time; seen {seen}"
             try:
                 event = ws.next_event()
             except TimeoutError:
