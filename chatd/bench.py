@@ -31,6 +31,9 @@ server's TLS port, interleaved with the plain runs, and prints the ratio.
 ``--ws`` runs the fan-out also with every client on the server's WebSocket
 (``/ws`` on its web port, see :mod:`chatd.bench_ws`), the same way.
 
+``--nodes N[,N...]`` runs the fan-out over a cluster of N nodes sharing one
+``redis-server``, each count interleaved (see :mod:`chatd.bench_cluster`).
+
 ``--compare-tree DIR`` runs the fan-out and latency parts also against the
 server of another source tree (an older release checked out with ``git
 worktree add``), interleaved with this one, and prints the ratio of the medians.
@@ -153,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="generator processes opening the idle connections")
     idle.add_argument("--login-window", type=_positive, default=50,
                       help="most logins in flight per idle or rooms generator process")
+    from chatd.bench_cluster import add_arguments as cluster_arguments
+
+    cluster_arguments(parser)  # --nodes
     parser.add_argument("--runs", type=_positive, default=3, help="runs per part; median shown")
     parser.add_argument("--json", action="store_true",
                         help="print the results as JSON on stdout (the lines go to stderr)")
@@ -735,7 +741,11 @@ def bench_idle(bench: Bench) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from chatd import bench_cluster
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    bench_cluster.check_args(parser, args)
     out = sys.stderr if args.json else sys.stdout
 
     def say(line: str) -> None:
@@ -751,14 +761,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             print(f"chatd bench: cannot use --realtime: {exc.strerror}", file=sys.stderr)
             return 1
-    info = machine(_pin(bench))
+    info = machine(_pin(bench) if args.nodes is None else bench_cluster.pinning(bench))
     say(f"machine: {info['cpus']} CPUs ({info['cpu_model']}), Python {info['python']}, "
         f"Linux {info['kernel']}; {info['pinning']}; {info['scheduling']} scheduling; load average "
         f"{info['load_average']:.1f}")
     parts = PARTS if args.part == "all" else (args.part,)
     try:
         for part in parts:
-            if part == "idle":
+            if args.nodes is not None:
+                bench_cluster.bench_cluster(bench)
+            elif part == "idle":
                 bench_idle(bench)
             elif part == "rooms":
                 bench_rooms(bench)

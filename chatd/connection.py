@@ -59,6 +59,7 @@ class Connection:
         "deferred",
         "events",
         "exempt",
+        "gated",
         "held",
         "held_asked",
         "held_len",
@@ -76,6 +77,8 @@ class Connection:
         "ping_at",
         "proto",
         "refill_at",
+        "say_room",
+        "says",
         "sent_total",
         "staged",
         "staged_bytes",
@@ -114,6 +117,12 @@ class Connection:
         self.person: Any = None  # the chatd.people.Person of a session
         self.busy = False  # a request waits on the hash worker: input waits too
         self.deferred: list[Any] | None = None  # requests decoded while it waited
+        # Cluster mode: ``says`` not yet echoed (all to ``say_room``); any other
+        # request waits meanwhile (``gated``, with ``busy``), so replies keep
+        # the order of requests (contract 3.6) though echoes come from Redis.
+        self.says = 0
+        self.say_room = ""
+        self.gated = False
         self.address = ""  # the peer's IP (without port), for the guessing throttle
         self.last_rx = now
         self.ping_at = 0.0  # when the unanswered heartbeat ping went out, 0 if none

@@ -21,11 +21,12 @@ in :attr:`Core.closing`; the loop shuts the socket down once the frame is out.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import unicodedata
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatd import records
 from chatd.connection import (
@@ -40,6 +41,9 @@ from chatd.connection import (
     Connection,
 )
 from chatd.hashworker import Hasher
+
+if TYPE_CHECKING:
+    from chatd.cluster.node import Cluster
 from chatd.records import MEMBER, Op, RoomRecord, Stored
 from chatd.replies import SERVER_NAME, UNAVAILABLE_RETRY_MS, fatal_message, not_fatal
 from chatd.rooms import Person, Room
@@ -72,9 +76,19 @@ class Core:
     """All chat state of one server; see the module docstring."""
 
     def __init__(self, settings: Settings, store: Store, hasher: Hasher, now: float,
-                 wall_ms: int) -> None:
+                 wall_ms: int, *, cluster: Cluster | None = None) -> None:
         self.settings = settings
         self.store = store
+        #: Cluster mode (chatd.cluster): the node's link to the others; then
+        #: ``store`` is the cluster too.
+        self.cluster = cluster
+        #: Users online on other nodes: key -> (name, their room keys).
+        self.remote_online: dict[str, tuple[str, list[str]]] = {}
+        #: Logins whose name claim Redis answered: continued in the loop's turn.
+        self.ready: list[tuple[Connection, Done, Any]] = []
+        #: Cluster mode: room key -> (seq, sender's connection) of stored
+        #: messages whose echo has not come back on the feed yet.
+        self.echoes: dict[str, list[tuple[int, Connection]]] = {}
         self.hasher = hasher
         self.throttle = GuessThrottle()
         self.started = now
@@ -83,7 +97,7 @@ class Core:
         self.people: dict[str, Person] = {}  # accounts, and guests while online
         self.rooms: dict[str, Room] = {}
         self.online: dict[str, Connection] = {}  # name key -> session
-        self.watch = Channel()  # control-socket watchers
+        self.watch = Channel(("w", ""))  # control-socket watchers
         self.lobby_online: dict[str, str] = {}  # key -> name of online lobby members
         self._roster: bytes | None = None  # see roster()
         self.conns: set[Connection] = set()
@@ -108,6 +122,9 @@ class Core:
         self.bytes_out = 0
         self.tls_fingerprint: str | None = None  # set by the loop while TLS is on
         self._login_frame = min(LOGIN_MAX_FRAME, settings.max_frame)
+        if cluster is not None:
+            cluster.core = self
+            self.turn.record = []
         self._load()
         from chatd import login, message_requests, operators, room_requests
 
@@ -141,7 +158,7 @@ class Core:
                 self.people[person_k].markers[room_k] = seq
         for name in (LOBBY, *self.settings.default_rooms):
             if room_key(name) not in self.rooms:
-                self.create_room(name, records.PUBLIC, None)
+                self.create_room(name, records.PUBLIC, None, new=False)
         self.commit()
         if self.ops:  # pragma: no cover - commit() empties it or raises
             raise AssertionError("ops left after the first commit")
@@ -241,6 +258,10 @@ class Core:
         for now: it is closing, or a request waits on the hash worker (the
         requests after it wait in ``conn.deferred``, so replies keep their order)."""
         for index, msg in enumerate(msgs):
+            if conn.says and not self._pipelined(conn, msg):
+                conn.busy = conn.gated = True  # until its messages are echoed
+                conn.deferred = msgs[index:]
+                return True
             self._dispatch(conn, msg)
             if conn.state >= CLOSING:
                 self.pending_input.discard(conn)
@@ -251,6 +272,40 @@ class Core:
                     conn.deferred = rest
                 return True
         return False
+
+    @staticmethod
+    def _pipelined(conn: Connection, msg: Message) -> bool:
+        """Whether a request may go while the connection's messages to
+        ``say_room`` wait for their echo: only another message to that room."""
+        if msg.get("type") != "say":
+            return False
+        if conn.proto != PROTO_V2:
+            return conn.say_room == LOBBY
+        room = msg.get("room")
+        return isinstance(room, str) and room_key(room) == conn.say_room
+
+    def _said(self, conn: Connection) -> None:
+        """One of the connection's messages was answered (echo, error or the
+        original): when none is left, its waiting requests go on."""
+        conn.says -= 1
+        if conn.says == 0 and conn.gated:
+            conn.busy = conn.gated = False
+            if conn.state < CLOSING:
+                self.pending_input.add(conn)
+
+    def echoed(self, room_key: str, upto: int | None = None) -> None:
+        """Messages of the room up to seq ``upto`` (None: all) were delivered."""
+        waiting = self.echoes.get(room_key)
+        if not waiting:
+            return
+        done = 0
+        for seq, _ in waiting:
+            if upto is not None and seq > upto:
+                break
+            done += 1
+        for _, conn in waiting[:done]:
+            self._said(conn)
+        del waiting[:done]
 
     def lost(self, conn: Connection) -> None:
         """The peer closed or broke the connection: the session ends without a
@@ -277,7 +332,7 @@ class Core:
 
     def has_work(self) -> bool:
         """Whether the next turn must not wait for the network."""
-        return bool(self.pending_input or self.turn.touched or self.turn.active)
+        return bool(self.pending_input or self.turn.touched or self.turn.active or self.ready)
 
     def check_password(self, conn: Connection, key: str, password: str, record: str,
                        done: Done) -> None:
@@ -304,19 +359,46 @@ class Core:
             conn, done, settle = entry
             if settle is not None:
                 settle(result)
-            conn.busy = False
+            self._resume(conn, done, result)
+
+    def _resume(self, conn: Connection, done: Done, result: Any) -> None:
+        """Continue a request that waited (on the hash worker, on Redis)."""
+        conn.busy = False
+        if conn.state >= CLOSING:
+            return
+        try:
+            done(result)
+        except ProtocolError as exc:
+            self.error(conn, exc)
+        except Exception:
+            log.exception("internal error finishing a request of %s; closing it",
+                          conn.label)
+            self.close(conn, None, "error")
+        if conn.state < CLOSING and not conn.busy:
+            self.pending_input.add(conn)  # its next requests waited
+
+    def run_ready(self) -> None:
+        """Continue the logins whose name claim came back from Redis."""
+        ready, self.ready = self.ready, []
+        for conn, done, result in ready:
+            self._resume(conn, done, result)
+
+    def claim(self, conn: Connection, key: str, name: str, token: str, *, given: str | None,
+              done: Done) -> None:
+        """Cluster mode: claim a name for a login; ``done`` continues it with
+        Redis's answer (a claim that outlived its connection is given back)."""
+        cluster = self.cluster
+        assert cluster is not None
+        conn.busy = True
+
+        def answered(result: Any) -> None:
             if conn.state >= CLOSING:
-                continue
-            try:
-                done(result)
-            except ProtocolError as exc:
-                self.error(conn, exc)
-            except Exception:
-                log.exception("internal error finishing a request of %s; closing it",
-                              conn.label)
-                self.close(conn, None, "error")
-            if conn.state < CLOSING and not conn.busy:
-                self.pending_input.add(conn)  # its next requests waited
+                if isinstance(result, list) and result and result[0] == 1:
+                    cluster.release(key, token)
+                return
+            self.ready.append((conn, done, result))
+
+        cluster.claim(key, name, token, given=given, done=answered)
 
     def submit(self, conn: Connection, op: str, password: str, record: str | None,
                done: Done, *, settle: Done | None = None) -> None:
@@ -343,6 +425,8 @@ class Core:
         Returns the connections given output.
         """
         self.commit()
+        if self.cluster is not None:
+            self.cluster.share(self.turn.take_record())
         frames, released = self.turn.release(UNAVAILABLE_RETRY_MS)
         self.frames_out += frames
         return released
@@ -390,6 +474,10 @@ class Core:
         bye = encode(m.bye("shutdown"))
         users = list(self.online.values())
         for conn in users:
+            person = conn.person
+            # Other cluster nodes' sessions see these users go (here, all go).
+            self.presence_shared(person, False, "shutdown", list(person.rooms),
+                                 LOBBY in person.rooms)
             self.close(conn, bye, None)
         for conn in users:
             self.turn.broadcast(self.watch, encode(m.leave(conn.name, self.ts, "shutdown")))
@@ -419,6 +507,9 @@ class Core:
         }
         if self.tls_fingerprint is not None:  # contract §20: what clients pin
             status["tls_fingerprint"] = self.tls_fingerprint
+        if self.cluster is not None:
+            status["cluster"] = self.cluster.status()
+            status["users"] += [name for name, _ in self.remote_online.values()]
         return status
 
     # --- store ----------------------------------------------------------------
@@ -445,7 +536,10 @@ class Core:
         if not ops:
             return
         try:
-            self.store.commit(ops)
+            if self.cluster is not None:
+                self.cluster.commit(ops, self.turn.take_record())
+            else:
+                self.store.commit(ops)
         except Exception as exc:  # StoreError, or a bug in a store: same answer
             log.error("could not store %d change(s), refusing them: %s", len(ops), exc)
             for step in reversed(undo):
@@ -565,12 +659,14 @@ class Core:
 
     # --- durable changes -----------------------------------------------------------
 
-    def create_room(self, name: str, kind: str, owner: Person | None) -> Room:
-        """A new room, shown as named at creation in NFC (§11)."""
+    def create_room(self, name: str, kind: str, owner: Person | None, *,
+                    new: bool = True) -> Room:
+        """A new room, shown as named at creation in NFC (§11). ``new``: made
+        by a request (see records.PutRoom); not the rooms made at start."""
         name = unicodedata.normalize("NFC", name)
         key = room_key(name)
         record = RoomRecord(key, name, kind, "", owner.key if owner is not None else None)
-        self.ops.append(records.PutRoom(record))
+        self.ops.append(records.PutRoom(record, new=new))
         # The store serves a log for a room it has not stored yet: empty, its
         # seq continuing a removed room of the same name.
         room = Room(record, self.store.log(key), lobby=key == LOBBY)
@@ -605,8 +701,7 @@ class Core:
             if conn is not None:
                 self.turn.unsubscribe(conn, room.chan)
 
-        self.change(records.PutMember(room.key, person.key, role) if person.account else None,
-                    undo)
+        self._member_change(person, records.PutMember(room.key, person.key, role), undo)
 
     def remove_member(self, room: Room, person: Person) -> None:
         role = room.members.pop(person.key)
@@ -621,8 +716,17 @@ class Core:
             if conn is not None and conn.proto == PROTO_V2 and conn.state == USER:
                 self.turn.subscribe(conn, room.chan)
 
-        self.change(records.RemoveMember(room.key, person.key) if person.account else None,
-                    undo)
+        self._member_change(person, records.RemoveMember(room.key, person.key), undo)
+
+    def _member_change(self, person: Person, op: Op, undo: Callable[[], None]) -> None:
+        """A guest's membership is not stored; other nodes still learn it."""
+        if person.account:
+            self.change(op, undo)
+            return
+        self.change(None, undo)
+        record = self.turn.record
+        if record is not None:
+            record.append(["g", op])
 
     def set_role(self, room: Room, person: Person, role: str) -> None:
         old = room.members[person.key]
@@ -727,7 +831,15 @@ class Core:
                 ident: str | None, conn: Connection | None, ok: bytes, ref: str | None) -> None:
         """Accept a message: the next seq, its store op, and its ``msg`` for every
         member, version 1 sessions of lobby and watchers (revocable until the
-        commit); the requester gets ``ok`` (b"": its echo is the answer)."""
+        commit); the requester gets ``ok`` (b"": its echo is the answer).
+
+        In cluster mode the seq comes from Redis and the message is delivered
+        (to everyone, the sender too) when it comes back on the feed: see
+        :meth:`delivered`."""
+        if self.cluster is not None:
+            self._publish_cluster(room, sender, sender_key, text, ident=ident, conn=conn, ok=ok,
+                                  ref=ref)
+            return
         seq = room.seq = room.seq + 1  # taken back by commit() if the store refuses
         ts = self.ts
         stored = Stored(seq, ts, sender, text, ident)
@@ -737,17 +849,77 @@ class Core:
         turn = self.turn
         if conn is not None:  # the answer comes before the events it causes (§13)
             turn.outcome(conn, ok, ref)
-        # Each shape is encoded only if someone is there to get it.
+        self._fan_out(room, stored, durable=True)
+        self.msgs_in += 1
+
+    def _fan_out(self, room: Room, stored: Stored, *, durable: bool) -> None:
+        """A new message's ``msg`` to every member, lobby's version 1 sessions
+        and the watchers (each shape encoded only if someone is there)."""
+        turn = self.turn
+        seq, ts, sender, text, ident = (stored.seq, stored.ts, stored.sender, stored.text,
+                                        stored.ident)
         chan1 = room.chan1
         if chan1 is not None and chan1.conns:
-            turn.broadcast(chan1, encode(m.msg(seq, ts, sender, text, ident)), durable=True)
+            turn.broadcast(chan1, encode(m.msg(seq, ts, sender, text, ident)), durable=durable)
         watch = self.watch
         if room.chan.conns or watch.conns:
             frame = encode(m.room_msg(room.name, seq, ts, sender, text, ident=ident))
             if watch.conns:
-                turn.broadcast(watch, frame, durable=True)
-            turn.broadcast(room.chan, frame, durable=True)
-        self.msgs_in += 1
+                turn.broadcast(watch, frame, durable=durable)
+            turn.broadcast(room.chan, frame, durable=durable)
+
+    def _publish_cluster(self, room: Room, sender: str, sender_key: str, text: str, *,
+                         ident: str | None, conn: Connection | None, ok: bytes,
+                         ref: str | None) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+
+        if conn is not None:
+            conn.says += 1
+            conn.say_room = room.key
+
+        def answered(reply: Any) -> None:
+            if conn is None:
+                return
+            if isinstance(reply, list) and reply[0] == 1:
+                if room.seq >= reply[1]:  # the feed was first
+                    self._said(conn)
+                else:
+                    bisect.insort(self.echoes.setdefault(room.key, []), (reply[1], conn),
+                                  key=lambda item: item[0])
+            else:
+                self._said(conn)
+            if conn.state >= CLOSING:
+                return
+            if not isinstance(reply, list):  # Redis refused, or the link broke
+                log.error("message to %s not stored: %s", room.name, reply)
+                self.error(conn, ProtocolError(
+                    "unavailable", "the message could not be stored; retry later", ref=ref,
+                    retry_after_ms=UNAVAILABLE_RETRY_MS))
+            elif reply[0] == 1:
+                self.msgs_in += 1
+                if ok:
+                    self.turn.unicast(conn, ok)
+            else:  # the id was used before, on some node: that message again
+                original = cluster.stored(room, reply)
+                if original is not None:
+                    v1 = conn.proto != PROTO_V2
+                    self.turn.unicast(conn, self.msg_frame(room, original, v1=v1, with_id=True))
+
+        cluster.say(room, sender, sender_key, text, ident=ident, done=answered)
+
+    def delivered(self, room_key: str, stored: Stored) -> None:
+        """Cluster mode: a message came on the feed (the cache has it)."""
+        room = self.rooms.get(room_key)
+        if room is None:
+            return
+        room.seq = stored.seq
+        turn = self.turn
+        record, turn.record = turn.record, None
+        self._fan_out(room, stored, durable=False)
+        turn.record = record
+        if room_key in self.echoes:
+            self.echoed(room_key, stored.seq)
 
     def msg_frame(self, room: Room, stored: Stored, *, v1: bool, with_id: bool = False) -> bytes:
         """A retained message as a ``msg`` frame (a tombstone as one, §14, §10)."""
@@ -810,8 +982,11 @@ class Core:
                         b"," if len(self.lobby_online) > 1 else b"") + _json(person.name) + b"]"
                 chan1 = self.lobby.chan1
                 assert chan1 is not None
-                self.turn.broadcast(chan1, encode(m.join(person.name, self.ts)),
-                                    skip=person.conn, lazy=True)
+                turn = self.turn
+                record, turn.record = turn.record, None  # other nodes: presence_shared
+                turn.broadcast(chan1, encode(m.join(person.name, self.ts)),
+                               skip=person.conn, lazy=True)
+                turn.record = record
         elif self.lobby_online.pop(person.key, None) is not None:
             self._roster = None
 
@@ -821,7 +996,10 @@ class Core:
             self.lobby_online_set(person, False)
             chan1 = self.lobby.chan1
             assert chan1 is not None
-            self.turn.broadcast(chan1, encode(m.leave(person.name, self.ts, reason)), lazy=True)
+            turn = self.turn
+            record, turn.record = turn.record, None  # other nodes: presence_shared
+            turn.broadcast(chan1, encode(m.leave(person.name, self.ts, reason)), lazy=True)
+            turn.record = record
 
     def roster(self) -> bytes:
         """The JSON array of online lobby members, in login order (version 1
@@ -833,18 +1011,44 @@ class Core:
     def presence(self, person: Person, online: bool, reason: str | None = None) -> None:
         """``presence`` once to every version 2 session sharing a room with ``person``
         (§15); its own session is not subscribed at this point."""
-        frame = encode(m.presence(person.name, online, self.ts, reason))
         rooms = list(person.rooms.values())
+        self.presence_to(rooms, person, online, reason)
+        self.presence_shared(person, online, reason, [room.key for room in rooms],
+                             LOBBY in person.rooms)
+
+    def elsewhere(self, key: str, *items: Any) -> bool:
+        """Cluster mode: whether ``key`` is online on another node; if so,
+        ``items`` go to that node on the feed (see chatd.cluster.replay)."""
+        record = self.turn.record
+        if record is None or key not in self.remote_online:
+            return False
+        record.append(list(items))
+        return True
+
+    def presence_shared(self, person: Person, online: bool, reason: str | None,
+                        rooms: list[str], in_lobby: bool) -> None:
+        """Cluster mode: the other nodes tell their sessions too (chatd.cluster.replay)."""
+        record = self.turn.record
+        if record is not None:
+            record.append(["p", person.key, person.name, online, reason, rooms, in_lobby])
+
+    def presence_to(self, rooms: list[Room], person: Person, online: bool,
+                    reason: str | None) -> None:
+        """``presence`` to this node's sessions in ``rooms``."""
+        frame = encode(m.presence(person.name, online, self.ts, reason))
+        turn = self.turn
+        record, turn.record = turn.record, None
         if len(rooms) == 1:
-            self.turn.broadcast(rooms[0].chan, frame, skip=person.conn, lazy=True)
-            return
-        seen: set[Connection] = set()
-        for room in rooms:
-            seen.update(room.chan.conns)
-        if person.conn is not None:
-            seen.discard(person.conn)
-        for conn in seen:
-            self.turn.lazy_unicast(conn, frame)
+            turn.broadcast(rooms[0].chan, frame, skip=person.conn, lazy=True)
+        elif rooms:
+            seen: set[Connection] = set()
+            for room in rooms:
+                seen.update(room.chan.conns)
+            if person.conn is not None:
+                seen.discard(person.conn)
+            for conn in seen:
+                turn.lazy_unicast(conn, frame)
+        turn.record = record
 
     # --- closing -----------------------------------------------------------------------
 
@@ -885,6 +1089,8 @@ class Core:
         del self.online[person.key]
         if takeover:
             return
+        if self.cluster is not None:
+            self.cluster.release(person.key, conn.token)
         person.conn = None
         if reason is not None:
             self.lobby_leave(person, reason)
@@ -928,7 +1134,8 @@ class Core:
         for key in sorted(room.members, key=lambda k: self._display(k).casefold()):
             person = self.people.get(key)
             out.append({"name": self._display(key), "role": room.role_of(key),
-                        "online": person is not None and person.conn is not None})
+                        "online": person is not None and (person.conn is not None
+                                                          or key in self.remote_online)})
         return out
 
     def _display(self, key: str) -> str:

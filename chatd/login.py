@@ -79,7 +79,7 @@ def _hello(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
         if account:
             raise ProtocolError("account_exists", f"{name!r} is an account")
         password = new_password(password)
-        if key in core.online:
+        if key in core.online or key in core.remote_online:
             raise ProtocolError("name_taken", f"{name!r} is online")
         if len(core.online) >= settings.max_clients:
             raise ProtocolError("server_full", "the server is full")
@@ -89,7 +89,7 @@ def _hello(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
                 raise _busy()
             if key in core.people and core.people[key].account:
                 raise ProtocolError("account_exists", f"{name!r} is an account")
-            if key in core.online:
+            if key in core.online or key in core.remote_online:
                 raise ProtocolError("name_taken", f"{name!r} is online")
             person = create_account(core, name, record)
             core.commit()  # the welcome says ``account``: it must be stored first
@@ -176,7 +176,7 @@ def create_account(core: Core, name: str, record: str) -> Person:
         else:
             core.people[key] = old
 
-    core.change(PutAccount(AccountRecord(key, name, record)), undo)
+    core.change(PutAccount(AccountRecord(key, name, record), new=True), undo)
     for room in default_rooms(core, person):
         core.enter(room, person, MEMBER)
     return person
@@ -207,8 +207,12 @@ def default_rooms(core: Core, person: Person) -> list[Room]:
 
 
 def _admit(core: Core, conn: Connection, msg: Message, ref: str | None, *, key: str,
-           name: str, person: Person | None, resume: dict[str, int]) -> None:
-    """The checks that depend on who is online, then the login itself."""
+           name: str, person: Person | None, resume: dict[str, int],
+           claimed: tuple[str, Any] | None = None) -> None:
+    """The checks that depend on who is online, then the login itself.
+
+    In cluster mode a name not online here is claimed in Redis first (it may
+    be online on another node); ``claimed`` is (the new token, Redis's answer)."""
     old = core.online.get(key)
     if old is not None:
         token = msg.get("token")
@@ -219,6 +223,27 @@ def _admit(core: Core, conn: Connection, msg: Message, ref: str | None, *, key: 
     v1 = msg["proto"] == PROTO_VERSION
     if v1 and key in core.lobby.bans:
         raise ProtocolError("not_allowed", "you are banned from lobby", fatal=True)
+    moved = False  # the session comes from another node (a takeover there)
+    if core.cluster is not None and old is None:
+        if claimed is None:
+            fresh = secrets.token_urlsafe(TOKEN_BYTES)
+
+            def answered(result: Any) -> None:
+                _admit(core, conn, msg, ref, key=key, name=name, person=core.people.get(key)
+                       if person is not None else None, resume=resume,
+                       claimed=(fresh, result))
+
+            core.claim(conn, key, name, fresh, given=msg.get("token"),
+                       done=_fatal_on_error(core, conn, ref, answered))
+            return
+        answer = claimed[1]
+        if not isinstance(answer, list):
+            raise ProtocolError("unavailable", "the cluster cannot be reached; retry later",
+                                retry_after_ms=1000, fatal=True)
+        if answer[0] != 1:
+            raise ProtocolError("name_taken", f"{name!r} is online")
+        moved = bool(answer[1])
+        core.remote_online.pop(key, None)
     core.commit()  # backlogs must hold every message accepted so far
     if old is not None:
         person = old.person
@@ -232,7 +257,9 @@ def _admit(core: Core, conn: Connection, msg: Message, ref: str | None, *, key: 
     conn.name = person.name
     conn.key = key
     conn.label = person.name
-    conn.token = secrets.token_urlsafe(TOKEN_BYTES)
+    conn.token = claimed[0] if claimed is not None else secrets.token_urlsafe(TOKEN_BYTES)
+    if old is not None and core.cluster is not None:
+        core.cluster.moved(key, person.name, conn.token)
     core.online[key] = conn
     person.conn = conn
     settings = core.settings
@@ -251,8 +278,9 @@ def _admit(core: Core, conn: Connection, msg: Message, ref: str | None, *, key: 
                 core.enter(room, person, MEMBER, lazy=True)
         if LOBBY in person.rooms:
             core.lobby_online_set(person, True)
-        core.presence(person, True)
-        core.turn.broadcast(core.watch, encode(m.join(person.name, core.ts)), lazy=True)
+        if not moved:  # (a session moved from another node was online all along)
+            core.presence(person, True)
+            core.turn.broadcast(core.watch, encode(m.join(person.name, core.ts)), lazy=True)
     elif v1 and LOBBY not in person.rooms:  # a takeover across versions
         core.enter(core.lobby, person, MEMBER)
     for channel in core.channels(conn):

@@ -42,6 +42,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from chatd.cluster.link import RedisLink
+from chatd.cluster.node import Cluster
 from chatd.connection import CHAT, CLOSED, CLOSING, CONTROL, LINGER, Connection
 from chatd.core import Core
 from chatd.errors import StartupError
@@ -122,6 +124,8 @@ class Server:
         self.control: socket.socket | None = None
         self.control_bound = False
         self.store: Store | None = None
+        self.cluster: Cluster | None = None  # cluster mode (--cluster)
+        self.watched: dict[RedisLink, tuple[Any, int]] = {}  # link -> (socket, events)
         self.hasher: HashWorker | None = None
         self.core: Core | None = None
         self.signals: list[int] = []
@@ -154,9 +158,17 @@ class Server:
             self.web_listener = self._listen_tcp(settings.http_port)
             self.site = Site("https" if self.certificate else "http", settings.allowed_origins)
         self.control = self._listen_control()
-        self.store = open_store(settings)
+        if settings.cluster is not None:
+            self.cluster = Cluster(settings, settings.cluster)
+            self.store = self.cluster
+            self.cluster.start(settings.data_dir)
+        else:
+            self.store = open_store(settings)
         self.hasher = HashWorker(settings.hash_workers)
-        core = Core(settings, self.store, self.hasher, time.monotonic(), _wall_ms())
+        core = Core(settings, self.store, self.hasher, time.monotonic(), _wall_ms(),
+                    cluster=self.cluster)
+        if self.cluster is not None:
+            self.cluster.adopt(core)
         self.sel.register(self.hasher.fileno(), selectors.EVENT_READ, _HASHED)
         if self.listener is not None:
             self.sel.register(self.listener, selectors.EVENT_READ, _LISTEN)
@@ -272,6 +284,10 @@ class Server:
         if self.hasher is not None:
             hasher, self.hasher = self.hasher, None
             hasher.close()
+        for sock, _ in self.watched.values():
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(sock)
+        self.watched.clear()
         if self.store is not None:
             store, self.store = self.store, None
             try:
@@ -328,6 +344,8 @@ class Server:
                              if d is not None]
                 if hasher.pending():  # a starved worker is raised (HashWorker.tick)
                     deadlines.append(now + STARVED_S / 2)
+                if self.cluster is not None:
+                    deadlines.append(self.cluster.next_deadline())
                 timeout = max(0.0, min(deadlines) - now) if deadlines else None
             events = select(timeout)
             now = time.monotonic()
@@ -351,6 +369,11 @@ class Server:
                                  tls=self.certificate is not None, web=True)
                 elif data == _CONTROL:
                     self._accept(key.fileobj, CONTROL)  # type: ignore[arg-type]
+                elif type(data) is RedisLink:
+                    if mask & selectors.EVENT_WRITE:
+                        data.on_writable()
+                    if mask & selectors.EVENT_READ:
+                        data.on_readable()
                 elif data == _HASHED:
                     assert self.hasher is not None
                     core.hashed(self.hasher.results())
@@ -362,6 +385,9 @@ class Server:
                 else:
                     core.receive(conn, b"")
             core.run_timers(now)
+            if self.cluster is not None:
+                self.cluster.tick(now)
+                core.run_ready()
             if hasher.pending():
                 hasher.tick(now)
             self._run_timers(now)
@@ -380,12 +406,34 @@ class Server:
             released = core.end_turn()
             self._presence(released, now)
             self._flush_all(released, writable)
+            if self.cluster is not None:
+                self._flush_cluster()
             if core.stopping and (not core.conns or now >= (self.grace_deadline or now)):
                 if core.conns:
                     log.warning("grace period over: closing %d connection(s)",
                                 len(core.conns))
                 log.info("stopped")
                 return 0
+
+    def _flush_cluster(self) -> None:
+        """The turn's Redis commands in one write per link; the feed asked
+        again; each link watched for what it waits for."""
+        cluster = self.cluster
+        assert cluster is not None
+        cluster.read_feed()
+        cluster.flush()
+        for link in cluster.links():
+            sock = link.sock
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if link.wants_write else 0)
+            watched = self.watched.get(link)
+            if watched is not None and (watched[0] is not sock or watched[1] != events):
+                with contextlib.suppress(KeyError, ValueError):
+                    self.sel.unregister(watched[0])
+                del self.watched[link]
+                watched = None
+            if watched is None and sock is not None:
+                self.sel.register(sock, events, link)
+                self.watched[link] = (sock, events)
 
     def _run_timers(self, now: float) -> None:
         core = self.core

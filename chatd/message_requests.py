@@ -33,9 +33,17 @@ Message = dict[str, Any]
 
 def pm(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
     text = clean_text(msg["text"], core.settings.max_text, ref=ref)
-    target = core.online.get(name_key(msg["to"]))
+    key = name_key(msg["to"])
+    target = core.online.get(key)
     if target is None:
-        raise ProtocolError("no_such_user", f"{msg['to']!r} is not online", ref=ref)
+        elsewhere = core.remote_online.get(key)  # cluster: on another node
+        if elsewhere is None:
+            raise ProtocolError("no_such_user", f"{msg['to']!r} is not online", ref=ref)
+        out = encode(m.pm(conn.name, elsewhere[0], core.ts, text, msg.get("id")))
+        core.elsewhere(key, "u", key, out)
+        core.turn.unicast(conn, out)
+        core.msgs_in += 1
+        return
     out = encode(m.pm(conn.name, target.name, core.ts, text, msg.get("id")))
     core.turn.unicast(target, out)
     if target is not conn:
@@ -133,7 +141,9 @@ def say(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
 
 
 def who(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
-    core.reply(conn, m.users([c.name for c in core.online.values()], ref))
+    names = [c.name for c in core.online.values()]
+    names += [name for name, _ in core.remote_online.values()]  # cluster: other nodes'
+    core.reply(conn, m.users(names, ref))
 
 
 def history(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:

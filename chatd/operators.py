@@ -46,11 +46,16 @@ def kick(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
         return
     if reason is not None:
         reason = clean_text(reason, core.settings.max_text, ref=ref)
-    session = core.online.get(name_key(msg["name"]))
+    key = name_key(msg["name"])
+    session = core.online.get(key)
+    bye = encode(m.bye("kicked", reason))
     if session is None:
+        if core.elsewhere(key, "x", key, bye, "kicked"):  # cluster: on another node
+            core.reply(conn, m.ok(ref))
+            return
         raise ProtocolError("no_such_user", f"{msg['name']!r} is not online", ref=ref)
     core.reply(conn, m.ok(ref))  # a reply before the events it causes (§13)
-    core.close(session, encode(m.bye("kicked", reason)), "kicked")
+    core.close(session, bye, "kicked")
 
 
 def announce(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
@@ -98,8 +103,11 @@ def account_add(core: Core, conn: Connection, msg: Message, ref: str | None) -> 
             raise ProtocolError("account_exists", f"{name!r} is an account", ref=ref)
         core.turn.outcome(conn, encode(m.ok(ref)), ref)  # before the events it causes
         guest = core.online.get(key)
+        bye = encode(m.bye("kicked", "the name is now an account"))
         if guest is not None:  # the name is now an account: its guest session ends
-            core.close(guest, encode(m.bye("kicked", "the name is now an account")), "kicked")
+            core.close(guest, bye, "kicked")
+        else:  # cluster: the guest may be on another node
+            core.elsewhere(key, "x", key, bye, "kicked")
         create_account(core, name, record)
 
     core.submit(conn, "hash", password, None, _hashed(ref, created))
@@ -124,8 +132,11 @@ def account_remove(core: Core, conn: Connection, msg: Message, ref: str | None) 
     person = core.account(msg["name"], ref)
     core.turn.outcome(conn, encode(m.ok(ref)), ref)  # before the events it causes
     session = person.conn
+    bye = encode(m.bye("kicked", "the account was removed"))
     if session is not None:
-        core.close(session, encode(m.bye("kicked", "the account was removed")), "kicked")
+        core.close(session, bye, "kicked")
+    else:  # cluster: its session may be on another node
+        core.elsewhere(person.key, "x", person.key, bye, "kicked")
     for room in list(core.rooms.values()):
         if room.kind == DM and person.key in room.members:
             core.remove_room(room)

@@ -132,9 +132,12 @@ class DeleteMessage:
 
 @dataclass(frozen=True, slots=True)
 class PutRoom:
-    """Create a room or update its name, kind, topic or owner."""
+    """Create a room or update its name, kind, topic or owner. ``new``: a
+    room created by a request (in a cluster, two nodes may create the same
+    name at once: the first one's record stays)."""
 
     room: RoomRecord
+    new: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +202,12 @@ class RemoveMarker:
 
 @dataclass(frozen=True, slots=True)
 class PutAccount:
-    """Create an account or replace its password hash."""
+    """Create an account or replace its password hash. ``new``: a new account
+    (in a cluster, two nodes may create the same name at once: the second is
+    refused)."""
 
     account: AccountRecord
+    new: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,9 +153,11 @@ def invite(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
                             ref=ref)
     core.set_invite(room, target.key, True)
     core.turn.outcome(conn, encode(m.ok(ref)), ref)
+    event = encode(m.room_event("invited", room.name, core.ts, by=person.name))
     if target.conn is not None and target.conn.proto == PROTO_V2:
-        core.turn.outcome(target.conn, encode(m.room_event(
-            "invited", room.name, core.ts, by=person.name)), None, silent=True)
+        core.turn.outcome(target.conn, event, None, silent=True)
+    else:
+        core.elsewhere(target.key, "u", target.key, event)
 
 
 def kick(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
@@ -255,6 +257,8 @@ def dm(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
         if other is not None and other is not conn and other.proto == PROTO_V2:
             core.turn.outcome(other, Asked(encode(joined(core, target, room, None))), None,
                               silent=True)
+        elif other is None:
+            core.elsewhere(target.key, "u", target.key, encode(joined(core, target, room, None)))
         return
     if person.key not in room.members:  # an operator removed it from its own dm
         raise ProtocolError("not_allowed", f"you are no longer in {room.name!r}", ref=ref)

@@ -56,8 +56,8 @@ class Room:
         self.members: dict[str, str] = {}  # person key -> role
         self.bans: set[str] = set()
         self.invites: set[str] = set()
-        self.chan = Channel()  # online version 2 members
-        self.chan1: Channel | None = Channel() if lobby else None  # version 1 sessions
+        self.chan = Channel(("r", self.key))  # online version 2 members
+        self.chan1: Channel | None = Channel(("1", self.key)) if lobby else None  # version 1
 
     def __repr__(self) -> str:
         return f"<Room {self.name} {self.kind} seq={self.seq}>"

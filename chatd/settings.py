@@ -11,6 +11,7 @@ import dataclasses
 import os
 import sys
 import unicodedata
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +213,34 @@ def _room_array(value: list[Any]) -> tuple[str, ...]:
     return _room_names(value)
 
 
+@dataclass(frozen=True)
+class RedisUrl:
+    """Where the cluster's Redis listens: ``redis://HOST:PORT[/DB]``."""
+
+    host: str
+    port: int
+    db: int
+
+    def __str__(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+def _redis_url(text: str) -> RedisUrl:
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ValueError("must be redis://HOST:PORT[/DB]")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("must be redis://HOST:PORT[/DB] (no user, password or query)")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+    path = parts.path.strip("/")
+    if path and not (path.isdigit() and int(path) < 16):
+        raise ValueError("the database must be a number from 0 to 15")
+    return RedisUrl(parts.hostname, port, int(path or 0))
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -289,6 +318,9 @@ SETTINGS: tuple[Setting, ...] = (
             "ORIGIN[,ORIGIN...]", toml=(list, _origin_array)),
     Setting("plain_port_off", _bool, "do not listen on the plain port (only TLS)",
             "true|false", toml=(bool, bool), switch=True),
+    Setting("cluster", _redis_url, "cluster mode: share rooms, accounts and history with "
+            "the other nodes through this Redis (redis://HOST:PORT[/DB]; default: none, "
+            "a single server with its own --db)", "URL"),
 )
 
 
@@ -331,6 +363,7 @@ class Settings:
     plain_port_off: bool = False
     http_port: int = limits.DEFAULT_HTTP_PORT
     allowed_origins: tuple[str, ...] = ()
+    cluster: RedisUrl | None = None
 
     @property
     def control_path(self) -> Path:

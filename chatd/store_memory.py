@@ -37,7 +37,14 @@ class MemoryLog:
     """A room's retained messages: exactly the newest ``retain``."""
 
     def __init__(self, retain: int, last: int = 0) -> None:
+        self._retain = retain
         self._tail = MemoryHistory(retain)
+        self.last_seq = last
+
+    def restart(self, last: int) -> None:
+        """Forget every message: the next one is ``last`` + 1 (a cluster
+        node's cache that missed messages trimmed meanwhile)."""
+        self._tail = MemoryHistory(self._retain)
         self.last_seq = last
 
     @property

@@ -52,9 +52,13 @@ class Channel:
     """An audience and its broadcasts of the current turn."""
 
     __slots__ = ("blob", "conns", "frames", "lazy", "lazy_base", "lazy_numbers", "numbers",
-                 "offsets")
+                 "offsets", "tag")
 
-    def __init__(self) -> None:
+    def __init__(self, tag: tuple[str, str] | None = None) -> None:
+        #: What the channel is to other cluster nodes (chatd.cluster): a room's
+        #: version 2 members ("r", key), lobby's version 1 sessions ("1", key),
+        #: the watchers ("w", ""). Broadcasts to a tagged channel are recorded.
+        self.tag = tag
         self.conns: set[Connection] = set()
         self.frames: list[bytes] = []
         self.numbers: list[int] = []  # the number of each frame
@@ -90,7 +94,7 @@ class Turn:
     """Staged output of the current loop turn (see the module docstring)."""
 
     __slots__ = ("active", "count", "durable", "lazy_channels", "lazy_conns", "lazy_frames",
-                 "outcomes",
+                 "outcomes", "record",
                  "touched", "unicast_frames", "urgent")
 
     def __init__(self) -> None:
@@ -105,6 +109,19 @@ class Turn:
         #: (channel, index) of every broadcast that depends on this turn's commit
         self.durable: list[tuple[Channel, int]] = []
         self.outcomes: list[Outcome] = []
+        #: In cluster mode, what this node's requests broadcast to tagged
+        #: channels (tag kind, key, frame, lazy), for the other nodes to
+        #: replay; None while nothing is recorded (single server, or while
+        #: replaying what another node sent).
+        self.record: list[list[Any]] | None = None
+
+    def take_record(self) -> list[list[Any]]:
+        """The recorded broadcasts so far (and an empty record from now)."""
+        record = self.record
+        if not record:
+            return []
+        self.record = []
+        return record
 
     # --- staging -----------------------------------------------------------
 
@@ -180,6 +197,8 @@ class Turn:
                   skip: Connection | None = None, lazy: bool = False) -> None:
         """A frame for every subscriber of ``channel`` (but ``skip``); ``lazy``
         frames (presence) may wait for :meth:`flush_lazy` if nothing else goes."""
+        if self.record is not None and channel.tag is not None:
+            self.record.append([*channel.tag, frame, lazy])
         if not channel.frames:
             if not channel.conns:
                 return

@@ -65,6 +65,11 @@ def status_table(status: Message) -> list[str]:
         for key, value in status.items()
         if key not in known and not isinstance(value, (list, dict))
     ]
+    cluster = status.get("cluster")
+    if isinstance(cluster, dict):  # cluster mode: this node and its Redis
+        up = "" if cluster.get("redis_up", True) else " (unreachable)"
+        rows.append(("cluster node", f"{cluster.get('node')} of {cluster.get('nodes')}"))
+        rows.append(("redis", f"{cluster.get('redis')}{up}"))
     width = max((len(label) for label, _ in rows), default=0)
     lines = [f"{label:<{width}}  {value}" for label, value in rows]
     users = [str(name) for name in status.get("users", [])]

@@ -35,6 +35,14 @@ def test_status_table_shows_counters_then_users() -> None:
     assert lines[users_at + 1:] == ["  Alice", "  bob"]
 
 
+def test_status_table_names_the_cluster_node_and_its_redis() -> None:
+    cluster = {"node": "a1b2c3", "redis": "redis://10.0.0.5:6379/0", "nodes": 3,
+               "redis_up": False}
+    lines = views.status_table(_status(cluster=cluster))
+    assert "cluster node  a1b2c3 of 3" in lines
+    assert "redis         redis://10.0.0.5:6379/0 (unreachable)" in lines
+
+
 def test_status_table_with_nobody_online() -> None:
     lines = views.status_table(_status(users=[]))
     assert lines[-1] == "users online: 0"
