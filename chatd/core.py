@@ -69,6 +69,15 @@ HASH_QUEUE_MAX = 100
 
 Message = dict[str, Any]
 Handler = Callable[["Core", Connection, Message, "str | None"], None]
+
+
+class RoomExists(Exception):
+    """Cluster mode: the room a request was about to make was made on another
+    node a moment before; the request runs again, finding it."""
+
+    def __init__(self, record: RoomRecord) -> None:
+        super().__init__(record.key)
+        self.record = record
 Done = Callable[[Any], None]
 
 
@@ -97,7 +106,9 @@ class Core:
         self.people: dict[str, Person] = {}  # accounts, and guests while online
         self.rooms: dict[str, Room] = {}
         self.online: dict[str, Connection] = {}  # name key -> session
-        self.watch = Channel(("w", ""))  # control-socket watchers
+        #: Control-socket watchers. Not tagged: other cluster nodes tell their
+        #: own watchers who came and went (chatd.cluster.replay).
+        self.watch = Channel()
         self.lobby_online: dict[str, str] = {}  # key -> name of online lobby members
         self._roster: bytes | None = None  # see roster()
         self.conns: set[Connection] = set()
@@ -396,9 +407,39 @@ class Core:
                 if isinstance(result, list) and result and result[0] == 1:
                     cluster.release(key, token)
                 return
-            self.ready.append((conn, done, result))
+            if isinstance(result, list) and result[0] == 1:
+                # What this user did on another node a moment ago is here first.
+                def synced() -> None:
+                    if conn.state >= CLOSING:
+                        cluster.release(key, token)
+                    else:
+                        self.ready.append((conn, done, result))
+
+                cluster.sync(synced)
+            else:
+                self.ready.append((conn, done, result))
 
         cluster.claim(key, name, token, given=given, done=answered)
+
+    def online_elsewhere(self, conn: Connection, key: str, done: Done) -> None:
+        """Cluster mode: ask Redis whether ``key`` is online on another node
+        (this node may not have heard of a login there yet); ``done`` gets
+        (node, session token, name), or None. The connection's requests wait
+        meanwhile."""
+        cluster = self.cluster
+        assert cluster is not None
+        conn.busy = True
+
+        def answered(value: Any) -> None:
+            holder = None
+            if isinstance(value, str):
+                holder = tuple(value.split("\t", 2))
+                if holder[0] == cluster.node:  # it went offline here meanwhile
+                    holder = None
+            if conn.state < CLOSING:
+                self.ready.append((conn, done, holder))
+
+        cluster.look_up(key, answered)
 
     def submit(self, conn: Connection, op: str, password: str, record: str | None,
                done: Done, *, settle: Done | None = None) -> None:
@@ -585,10 +626,15 @@ class Core:
                                     ref=m.request_ref(msg))
             if conn.proto == PROTO_V2:
                 ref = m.validate(msg, m.V2_REQUESTS)
-                self._v2[kind](self, conn, msg, ref)
+                handler = self._v2[kind]
             else:
                 ref = m.validate(msg, m.CHAT_REQUESTS)
-                self._v1[kind](self, conn, msg, ref)
+                handler = self._v1[kind]
+            try:
+                handler(self, conn, msg, ref)
+            except RoomExists as exists:  # made on another node: join it as it is
+                self.adopt_room(exists.record)
+                handler(self, conn, msg, ref)
         except ProtocolError as exc:
             if exc.ref is None and "id" in msg:
                 exc.ref = m.request_ref(msg)
@@ -662,16 +708,28 @@ class Core:
     def create_room(self, name: str, kind: str, owner: Person | None, *,
                     new: bool = True) -> Room:
         """A new room, shown as named at creation in NFC (§11). ``new``: made
-        by a request (see records.PutRoom); not the rooms made at start."""
+        by a request, not at start; in a cluster another node may have made
+        it a moment ago: then :class:`RoomExists` (see Core._request)."""
         name = unicodedata.normalize("NFC", name)
         key = room_key(name)
         record = RoomRecord(key, name, kind, "", owner.key if owner is not None else None)
-        self.ops.append(records.PutRoom(record, new=new))
+        if new and self.cluster is not None:
+            existing = self.cluster.reserve_room(record)
+            if existing is not None:
+                raise RoomExists(existing)
+        self.ops.append(records.PutRoom(record))
         # The store serves a log for a room it has not stored yet: empty, its
         # seq continuing a removed room of the same name.
         room = Room(record, self.store.log(key), lobby=key == LOBBY)
         self.rooms[key] = room
         self.undo.append(lambda: self._forget_room(key))
+        return room
+
+    def adopt_room(self, record: RoomRecord) -> Room:
+        """A room another node made (as it reserved it in Redis), known here
+        before its commit comes on the feed."""
+        room = Room(record, self.store.log(record.key), lobby=record.key == LOBBY)
+        self.rooms[record.key] = room
         return room
 
     def _forget_room(self, key: str) -> None:
@@ -1016,11 +1074,12 @@ class Core:
         self.presence_shared(person, online, reason, [room.key for room in rooms],
                              LOBBY in person.rooms)
 
-    def elsewhere(self, key: str, *items: Any) -> bool:
-        """Cluster mode: whether ``key`` is online on another node; if so,
+    def elsewhere(self, key: str, *items: Any, known: bool = True) -> bool:
+        """Cluster mode: whether ``key`` is online on another node (as far as
+        this node heard; with ``known`` False, whether it may be); if so,
         ``items`` go to that node on the feed (see chatd.cluster.replay)."""
         record = self.turn.record
-        if record is None or key not in self.remote_online:
+        if record is None or (known and key not in self.remote_online):
             return False
         record.append(list(items))
         return True

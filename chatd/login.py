@@ -91,6 +91,7 @@ def _hello(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
                 raise ProtocolError("account_exists", f"{name!r} is an account")
             if key in core.online or key in core.remote_online:
                 raise ProtocolError("name_taken", f"{name!r} is online")
+            reserve_account(core, name, record, ref)
             person = create_account(core, name, record)
             core.commit()  # the welcome says ``account``: it must be stored first
             if core.people.get(key) is not person:
@@ -163,6 +164,14 @@ def _same(given: object, expected: str | None) -> bool:
             and hmac.compare_digest(given.encode(), expected.encode()))
 
 
+def reserve_account(core: Core, name: str, record: str, ref: str | None) -> None:
+    """Cluster mode: ``account_exists`` if another node made this account a
+    moment ago (before this node heard of it); else it is this node's to make."""
+    if core.cluster is not None and core.cluster.reserve_account(
+            AccountRecord(name_key(name), name, record)) is not None:
+        raise ProtocolError("account_exists", f"{name!r} is an account", ref=ref)
+
+
 def create_account(core: Core, name: str, record: str) -> Person:
     """A new account: put in ``default_rooms`` at its creation (§10)."""
     key = name_key(name)
@@ -176,7 +185,7 @@ def create_account(core: Core, name: str, record: str) -> Person:
         else:
             core.people[key] = old
 
-    core.change(PutAccount(AccountRecord(key, name, record), new=True), undo)
+    core.change(PutAccount(AccountRecord(key, name, record)), undo)
     for room in default_rooms(core, person):
         core.enter(room, person, MEMBER)
     return person

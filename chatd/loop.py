@@ -20,6 +20,12 @@ are sockets; each connection's bytes go through its
 6. reap: a closing connection whose last frame is out gets ``shutdown(SHUT_WR)``
    and lingers (reading and discarding) for up to a second before ``close``.
 
+Cluster mode (``--cluster``): the two Redis links of
+:class:`~chatd.cluster.node.Cluster` are in the selector too; their replies
+run in step 2, the turn's Redis commands go out in one write per link before
+step 5 (a name given back reaches Redis before its client sees ``bye``),
+and the node's leases are renewed once a second.
+
 Backpressure: a connection whose unsent output (asked-for bytes included) is
 over ``max_outbuf`` is neither read nor served until it drains, so a client
 that asks without reading cannot grow the server's memory.
@@ -405,9 +411,9 @@ class Server:
                 self._begin_shutdown("control request")
             released = core.end_turn()
             self._presence(released, now)
-            self._flush_all(released, writable)
-            if self.cluster is not None:
+            if self.cluster is not None:  # first: a name given back is free before the bye
                 self._flush_cluster()
+            self._flush_all(released, writable)
             if core.stopping and (not core.conns or now >= (self.grace_deadline or now)):
                 if core.conns:
                     log.warning("grace period over: closing %d connection(s)",

@@ -36,13 +36,18 @@ def pm(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
     key = name_key(msg["to"])
     target = core.online.get(key)
     if target is None:
-        elsewhere = core.remote_online.get(key)  # cluster: on another node
-        if elsewhere is None:
+        if core.cluster is None:
             raise ProtocolError("no_such_user", f"{msg['to']!r} is not online", ref=ref)
-        out = encode(m.pm(conn.name, elsewhere[0], core.ts, text, msg.get("id")))
-        core.elsewhere(key, "u", key, out)
-        core.turn.unicast(conn, out)
-        core.msgs_in += 1
+
+        def found(holder: tuple[str, str, str] | None) -> None:  # on another node?
+            if holder is None:
+                raise ProtocolError("no_such_user", f"{msg['to']!r} is not online", ref=ref)
+            out = encode(m.pm(conn.name, holder[2], core.ts, text, msg.get("id")))
+            core.elsewhere(key, "u", key, out, known=False)
+            core.turn.unicast(conn, out)
+            core.msgs_in += 1
+
+        core.online_elsewhere(conn, key, found)
         return
     out = encode(m.pm(conn.name, target.name, core.ts, text, msg.get("id")))
     core.turn.unicast(target, out)

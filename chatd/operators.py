@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from chatd.cluster import replay
 from chatd.connection import WATCHER, Connection
-from chatd.login import create_account, set_password
+from chatd.core import RoomExists
+from chatd.login import create_account, reserve_account, set_password
 from chatd.records import DM, PRIVATE, PUBLIC, RemoveAccount, RemoveMarker
 from chatd.replies import ANNOUNCER
 from chatd.room_requests import lift_ban, remove, rooms_reply, set_op, set_topic
@@ -21,6 +23,7 @@ from protocol.values import clean_topic, is_dm_name, new_password, room_key, roo
 
 if TYPE_CHECKING:
     from chatd.core import Core, Handler
+    from chatd.rooms import Person
 
 Message = dict[str, Any]
 
@@ -50,10 +53,21 @@ def kick(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
     session = core.online.get(key)
     bye = encode(m.bye("kicked", reason))
     if session is None:
-        if core.elsewhere(key, "x", key, bye, "kicked"):  # cluster: on another node
+        if core.cluster is None:
+            raise ProtocolError("no_such_user", f"{msg['name']!r} is not online", ref=ref)
+
+        def found(holder: tuple[str, str, str] | None) -> None:  # on another node?
+            if holder is None:
+                raise ProtocolError("no_such_user", f"{msg['name']!r} is not online",
+                                    ref=ref)
             core.reply(conn, m.ok(ref))
-            return
-        raise ProtocolError("no_such_user", f"{msg['name']!r} is not online", ref=ref)
+            node, token, name = holder
+            replay.end_elsewhere(core, key, name, bye, "kicked")
+            assert core.cluster is not None
+            core.cluster.release(key, token, node=node)  # free at once, everywhere
+
+        core.online_elsewhere(conn, key, found)
+        return
     core.reply(conn, m.ok(ref))  # a reply before the events it causes (§13)
     core.close(session, bye, "kicked")
 
@@ -101,13 +115,14 @@ def account_add(core: Core, conn: Connection, msg: Message, ref: str | None) -> 
     def created(record: str) -> None:
         if key in core.people and core.people[key].account:
             raise ProtocolError("account_exists", f"{name!r} is an account", ref=ref)
+        reserve_account(core, name, record, ref)
         core.turn.outcome(conn, encode(m.ok(ref)), ref)  # before the events it causes
         guest = core.online.get(key)
         bye = encode(m.bye("kicked", "the name is now an account"))
         if guest is not None:  # the name is now an account: its guest session ends
             core.close(guest, bye, "kicked")
-        else:  # cluster: the guest may be on another node
-            core.elsewhere(key, "x", key, bye, "kicked")
+        elif key in core.remote_online:  # cluster: on another node
+            replay.end_elsewhere(core, key, name, bye, "kicked")
         create_account(core, name, record)
 
     core.submit(conn, "hash", password, None, _hashed(ref, created))
@@ -130,13 +145,26 @@ def account_remove(core: Core, conn: Connection, msg: Message, ref: str | None) 
     """§18: the session ends, memberships end (``part`` removed), dm rooms go,
     invitations and markers go, owned rooms have no owner; messages stay."""
     person = core.account(msg["name"], ref)
+    if person.conn is None and core.cluster is not None:
+        # Its session may be on another node, maybe not heard of here yet.
+        core.online_elsewhere(conn, person.key,
+                              lambda holder: _remove_account(core, conn, person, ref, holder))
+        return
+    _remove_account(core, conn, person, ref, None)
+
+
+def _remove_account(core: Core, conn: Connection, person: Person, ref: str | None,
+                    holder: tuple[str, str, str] | None) -> None:
+    if core.people.get(person.key) is not person:  # removed meanwhile
+        raise ProtocolError("no_such_user", f"{person.name!r} is not an account", ref=ref)
     core.turn.outcome(conn, encode(m.ok(ref)), ref)  # before the events it causes
     session = person.conn
     bye = encode(m.bye("kicked", "the account was removed"))
     if session is not None:
         core.close(session, bye, "kicked")
-    else:  # cluster: its session may be on another node
-        core.elsewhere(person.key, "x", person.key, bye, "kicked")
+    elif holder is not None and core.cluster is not None:  # on another node
+        replay.end_elsewhere(core, person.key, person.name, bye, "kicked")
+        core.cluster.release(person.key, holder[1], node=holder[0])
     for room in list(core.rooms.values()):
         if room.kind == DM and person.key in room.members:
             core.remove_room(room)
@@ -179,7 +207,11 @@ def room_add(core: Core, conn: Connection, msg: Message, ref: str | None) -> Non
         raise ProtocolError("bad_room", problem, ref=ref)
     if room_key(name) in core.rooms:
         raise ProtocolError("not_allowed", f"the room {name!r} exists", ref=ref)
-    core.create_room(name, PRIVATE if msg.get("private") is True else PUBLIC, None)
+    try:
+        core.create_room(name, PRIVATE if msg.get("private") is True else PUBLIC, None)
+    except RoomExists as exists:  # cluster: made on another node a moment ago
+        core.adopt_room(exists.record)
+        raise ProtocolError("not_allowed", f"the room {name!r} exists", ref=ref) from None
     core.turn.outcome(conn, encode(m.ok(ref)), ref)
 
 

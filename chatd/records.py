@@ -132,12 +132,9 @@ class DeleteMessage:
 
 @dataclass(frozen=True, slots=True)
 class PutRoom:
-    """Create a room or update its name, kind, topic or owner. ``new``: a
-    room created by a request (in a cluster, two nodes may create the same
-    name at once: the first one's record stays)."""
+    """Create a room or update its name, kind, topic or owner."""
 
     room: RoomRecord
-    new: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,12 +199,9 @@ class RemoveMarker:
 
 @dataclass(frozen=True, slots=True)
 class PutAccount:
-    """Create an account or replace its password hash. ``new``: a new account
-    (in a cluster, two nodes may create the same name at once: the second is
-    refused)."""
+    """Create an account or replace its password hash."""
 
     account: AccountRecord
-    new: bool = False
 
 
 @dataclass(frozen=True, slots=True)

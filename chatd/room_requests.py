@@ -157,7 +157,7 @@ def invite(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
     if target.conn is not None and target.conn.proto == PROTO_V2:
         core.turn.outcome(target.conn, event, None, silent=True)
     else:
-        core.elsewhere(target.key, "u", target.key, event)
+        core.elsewhere(target.key, "u2", target.key, event, known=False)
 
 
 def kick(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
@@ -258,7 +258,8 @@ def dm(core: Core, conn: Connection, msg: Message, ref: str | None) -> None:
             core.turn.outcome(other, Asked(encode(joined(core, target, room, None))), None,
                               silent=True)
         elif other is None:
-            core.elsewhere(target.key, "u", target.key, encode(joined(core, target, room, None)))
+            core.elsewhere(target.key, "u2", target.key, encode(joined(core, target, room, None)),
+                           known=False)
         return
     if person.key not in room.members:  # an operator removed it from its own dm
         raise ProtocolError("not_allowed", f"you are no longer in {room.name!r}", ref=ref)

@@ -3,8 +3,9 @@ message logs to read, one commit of changes per loop turn, and search.
 
 :class:`chatd.store_sqlite.SqliteStore` keeps an SQLite file;
 :class:`chatd.store_memory.MemoryStore` (``--db :memory:``) keeps messages in
-memory only, lost at exit; cluster mode adds a Redis one. :func:`open_store`
-picks from the settings.
+memory only, lost at exit; in cluster mode (``--cluster``) the loop gives
+the core :class:`chatd.cluster.node.Cluster` instead, which keeps everything
+in Redis. :func:`open_store` picks between the first two.
 """
 
 from __future__ import annotations

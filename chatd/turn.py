@@ -56,8 +56,8 @@ class Channel:
 
     def __init__(self, tag: tuple[str, str] | None = None) -> None:
         #: What the channel is to other cluster nodes (chatd.cluster): a room's
-        #: version 2 members ("r", key), lobby's version 1 sessions ("1", key),
-        #: the watchers ("w", ""). Broadcasts to a tagged channel are recorded.
+        #: version 2 members ("r", key), lobby's version 1 sessions ("1", key).
+        #: Broadcasts to a tagged channel are recorded.
         self.tag = tag
         self.conns: set[Connection] = set()
         self.frames: list[bytes] = []

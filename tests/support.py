@@ -77,6 +77,15 @@ class ServerProcess:
     def stderr_text(self) -> str:
         return "\n".join(self.lines)
 
+    def wait_log(self, text: str, timeout: float = RECV_TIMEOUT) -> None:
+        """Wait until the server has logged ``text`` (its log is read by a
+        thread, so a line written a moment ago may not be in yet)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr_text():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"chatd did not log {text!r}:\n{self.stderr_text()}")
+            time.sleep(0.01)
+
     def wait_exit(self, timeout: float = STOP_TIMEOUT) -> int:
         return self.proc.wait(timeout)
 

@@ -33,8 +33,9 @@ def _eval(redis: RedisServer, name: str, keys: list[str], *args: Any) -> Any:
 
 def _say(redis: RedisServer, room: str, sender: str, text: str, ident: str = "", *,
          retain: int = 1000, seen: int = 0, every: int = 1) -> Any:
-    return _eval(redis, "say", list(scripts.room_keys(room)), sender, ident, sender, text,
-                 retain, seen, every)
+    """One message through the script: its own answer."""
+    return _eval(redis, "say", list(scripts.room_keys(room)), retain, seen, every,
+                 sender, ident, sender, text)[0]
 
 
 def _new_room(redis: RedisServer, room: str) -> None:
@@ -52,6 +53,14 @@ def test_say_numbers_from_the_counter_and_answers_a_used_id_with_the_original(
     entry = again[2][0]
     assert entry[0] == b"1-0" and b"one" in entry[1]
     assert _cmd(redis, "XLEN", scripts.room_keys("a")[1]) == 2
+
+
+def test_say_takes_a_turns_messages_in_one_call_in_order(redis: RedisServer) -> None:
+    _new_room(redis, "batch")
+    answers = _eval(redis, "say", list(scripts.room_keys("batch")), 1000, 0, 1,
+                    "ann", "x", "ann", "one", "bob", "", "bob", "two", "ann", "x", "ann", "again")
+    assert [a[:2] for a in answers] == [[1, 1], [1, 2], [0, 1]]
+    assert answers[0][2] == answers[1][2]  # one ts for the call
 
 
 def test_say_refuses_a_missing_or_rewound_counter(redis: RedisServer) -> None:
@@ -90,12 +99,12 @@ def _commit(redis: RedisServer, cluster_id: str, ops: list[records.Op]) -> Any:
                          cluster_id, "node1", "{}", *(str(a) for a in cmds.args))
 
 
-def test_meta_commit_round_trips_the_state_and_refuses_all_of_a_conflicting_turn(
+def test_meta_commit_round_trips_the_state(
         redis: RedisServer) -> None:
     _cmd(redis, "SET", scripts.CLUSTER, "c1")
     ops: list[records.Op] = [
-        records.PutAccount(AccountRecord("zoe", "Zoë", "scrypt$x"), new=True),
-        records.PutRoom(RoomRecord("dev", "Dev", records.PRIVATE, "t", "zoe"), new=True),
+        records.PutAccount(AccountRecord("zoe", "Zoë", "scrypt$x")),
+        records.PutRoom(RoomRecord("dev", "Dev", records.PRIVATE, "t", "zoe")),
         records.PutMember("dev", "zoe", records.OWNER),
         records.PutBan("dev", "mallory"),
         records.PutInvite("dev", "bob"),
@@ -111,21 +120,30 @@ def test_meta_commit_round_trips_the_state_and_refuses_all_of_a_conflicting_turn
     assert snap.members == [("dev", "zoe", records.OWNER)]
     assert snap.bans == [("dev", "mallory")] and snap.invites == [("dev", "bob")]
     assert snap.markers == [("dev", "zoe", 7)]
-    # The same account made again (another node, at the same time): nothing
-    # of that turn is written, not even what came before the conflict.
-    again: list[records.Op] = [records.PutMarker("dev", "zoe", 9),
-             records.PutAccount(AccountRecord("zoe", "Zoe", "scrypt$y"), new=True)]
-    with pytest.raises(RedisError, match="EXISTS"):
-        _commit(redis, "c1", again)
-    assert _cmd(redis, "HGET", scripts.STATE, "k\tdev\tzoe") == b"7"
-    # A room made twice keeps its first record.
-    _commit(redis, "c1", [records.PutRoom(RoomRecord("dev", "DEV", records.PUBLIC), new=True)])
-    assert codec.snapshot({"r\tdev": _cmd(redis, "HGET", scripts.STATE, "r\tdev").decode()}
-                          ).rooms[0].kind == records.PRIVATE
     # Removing the room drops its members, bans, invitations and markers.
     _commit(redis, "c1", [records.RemoveRoom("dev")])
     left = [k for k in _cmd(redis, "HKEYS", scripts.STATE) if b"dev" in k]
     assert left == []
+
+
+def test_a_new_room_or_account_is_reserved_by_the_first_node_only(
+        redis: RedisServer) -> None:
+    _cmd(redis, "SET", scripts.CLUSTER, "c1")
+    first = RoomRecord("new", "New", records.PRIVATE, "", "ann")
+    second = RoomRecord("new", "NEW", records.PUBLIC, "", "bob")
+    keys = [scripts.CLUSTER, scripts.STATE, scripts.room_keys("new")[0]]
+    assert _eval(redis, "reserve", keys, "c1", *codec.room_field(first)) is None
+    assert _cmd(redis, "GET", scripts.room_keys("new")[0]) == b"0"  # its counter
+    taken = _eval(redis, "reserve", keys, "c1", *codec.room_field(second))
+    assert codec.room_record("new", taken.decode()) == first
+    account = [scripts.CLUSTER, scripts.STATE]
+    assert _eval(redis, "reserve", account, "c1",
+                 *codec.account_field(AccountRecord("zed", "Zed", "h1"))) is None
+    assert _eval(redis, "reserve", account, "c1",
+                 *codec.account_field(AccountRecord("zed", "ZED", "h2"))) is not None
+    with pytest.raises(RedisError, match="UNAVAILABLE"):  # an emptied Redis: nothing new
+        _eval(redis, "reserve", account, "lost",
+              *codec.account_field(AccountRecord("amy", "Amy", "h3")))
 
 
 def test_meta_commit_refuses_a_redis_that_lost_the_cluster_id(redis: RedisServer) -> None:
@@ -137,7 +155,7 @@ def test_meta_commit_refuses_a_redis_that_lost_the_cluster_id(redis: RedisServer
 
 def test_ops_survive_the_feed_encoding() -> None:
     ops: list[records.Op] = [
-        records.PutRoom(RoomRecord("r", "R", records.PUBLIC, "topic", None), new=True),
+        records.PutRoom(RoomRecord("r", "R", records.PUBLIC, "topic", None)),
         records.PutAccount(AccountRecord("a", "A", "h")),
         records.EditMessage("r", 3, "new text", 123),
         records.DeleteMessage("r", 4),

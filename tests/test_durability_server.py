@@ -297,7 +297,7 @@ def test_full_disk_refuses_with_unavailable_and_recovers(tmp_path: Path) -> None
         # Nobody was disconnected; the refused message reached no one.
         alice.barrier()
         assert [m["seq"] for m in watcher.barrier() if m["type"] == "msg"] == acked
-        assert "could not store" in server.stderr_text()
+        server.wait_log("could not store")
         disk.free()
         alice.send({"type": "say", "text": f"{n} {big}", "id": f"full{n}"})
         retried = alice.expect("msg", id=f"full{n}")

@@ -32,6 +32,19 @@ def _field(*parts: str) -> str:
     return "\t".join(parts)
 
 
+def room_field(r: RoomRecord) -> tuple[str, str]:
+    return _field("r", r.key), json.dumps([r.name, r.kind, r.topic, r.owner])
+
+
+def room_record(key: str, value: str) -> RoomRecord:
+    name, kind, topic, owner = json.loads(value)
+    return RoomRecord(key, name, kind, topic, owner)
+
+
+def account_field(a: AccountRecord) -> tuple[str, str]:
+    return _field("a", a.key), json.dumps([a.name, a.hash])
+
+
 def op_to_json(op: Op) -> list[Any]:
     """``[type name, field values...]``; a nested record as a list of its fields."""
     values: list[Any] = [type(op).__name__]
@@ -74,11 +87,7 @@ class Commands:
         args = self.args
         if isinstance(op, records.PutRoom):
             r = op.room
-            # Two nodes may create one room at once (each before it heard of
-            # the other's): the first record stays, and the feed brings it to
-            # the second node, whose joiner simply joined it.
-            args += ("K" if op.new else "S", _field("r", r.key),
-                     json.dumps([r.name, r.kind, r.topic, r.owner]))
+            args += ("S", *room_field(r))
             args += ("N", self.key(scripts.room_keys(r.key)[0]))
         elif isinstance(op, records.RemoveRoom):
             args += ("D", _field("r", op.room))
@@ -103,10 +112,7 @@ class Commands:
         elif isinstance(op, records.RemoveMarker):
             args += ("D", _field("k", op.room, op.account))
         elif isinstance(op, records.PutAccount):
-            a = op.account
-            if op.new:
-                args += ("C", _field("a", a.key))
-            args += ("S", _field("a", a.key), json.dumps([a.name, a.hash]))
+            args += ("S", *account_field(op.account))
         elif isinstance(op, records.RemoveAccount):
             args += ("D", _field("a", op.account))
         elif isinstance(op, records.EditMessage):
@@ -128,8 +134,7 @@ def snapshot(fields: dict[str, str]) -> Snapshot:
             name, hash_ = json.loads(value)
             snap.accounts.append(AccountRecord(keys[0], name, hash_))
         elif kind == "r":
-            name, kind_, topic, owner = json.loads(value)
-            snap.rooms.append(RoomRecord(keys[0], name, kind_, topic, owner))
+            snap.rooms.append(room_record(keys[0], value))
         elif kind == "m":
             snap.members.append((keys[0], keys[1], value))
         elif kind == "b":

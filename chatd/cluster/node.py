@@ -47,12 +47,12 @@ from chatd.cluster import codec, replay, scripts
 from chatd.cluster.link import LinkDown, RedisLink
 from chatd.connection import CLOSING
 from chatd.errors import StartupError
-from chatd.records import Op, Snapshot, Stored
+from chatd.records import AccountRecord, Op, RoomRecord, Snapshot, Stored
 from chatd.rooms import Person
 from chatd.settings import RedisUrl, Settings
 from chatd.store import StoreError
 from chatd.store_memory import MemoryLog, MemoryStore
-from protocol import encode
+from protocol import ProtocolError, encode
 from protocol import messages as m
 from protocol.limits import LOBBY
 
@@ -108,6 +108,8 @@ class Cluster:
         self.confirmed: set[int] = set()
         self._snapshot: Snapshot | None = None
         self._online: list[tuple[str, str]] = []  # chat:online as read at start
+        #: This turn's messages by room: (room, script arguments, callbacks).
+        self.says: dict[str, tuple[Room, list[Any], list[Done]]] = {}
 
     # --- start -----------------------------------------------------------------
 
@@ -232,6 +234,7 @@ class Cluster:
         feed with the frames they caused; wait for the answer. Raises
         :class:`StoreError` if Redis refused, broke or did not answer in time."""
         cmds = codec.commands(ops)
+        self._send_says()  # (before this turn's changes, as they came)
         self.commits += 1
         number = self.commits
         payload = self._payload([codec.op_to_json(op) for op in ops], shared or [], number)
@@ -271,7 +274,7 @@ class Cluster:
                 frames.append(item)
             elif kind == "g":  # a guest's membership
                 frames.append(["g", codec.op_to_json(item[1])])
-            elif kind in ("u", "x"):  # for one user: a frame (and a close reason)
+            elif kind in ("u", "u2", "x"):  # for one user: a frame (x: its last)
                 frames.append([kind, item[1], _text(item[2]), *item[3:]])
             else:
                 frames.append([kind, item[1], _text(item[2]), item[3]])
@@ -282,15 +285,28 @@ class Cluster:
 
     def say(self, room: Room, sender: str, sender_key: str, text: str, *, ident: str | None,
             done: Done) -> None:
-        """Run the ``say`` script; ``done(reply)`` gets [1, seq, ts], [0, seq,
-        entries] for an id used before, or the failure."""
-        seq_k, log_k, ids_k = scripts.room_keys(room.key)
-        try:
-            self.cmd.call(("EVALSHA", scripts.SHA["say"], 3, seq_k, log_k, ids_k, sender_key,
-                           ident or "", sender, text, self.settings.history, room.seq,
-                           scripts.TRIM_EVERY), done)
-        except LinkDown as exc:
-            done(exc)
+        """Queue a message for the room's ``say`` script (one call per room
+        and turn); ``done(reply)`` gets [1, seq, ts], [0, seq, entries] for an
+        id used before, or the failure."""
+        if self.cmd.sock is None:
+            done(LinkDown(f"no link to Redis at {self.url}"))
+            return
+        batch = self.says.get(room.key)
+        if batch is None:
+            batch = self.says[room.key] = (room, [], [])
+        batch[1].extend((sender_key, ident or "", sender, text))
+        batch[2].append(done)
+
+    def _send_says(self) -> None:
+        """The turn's messages, one script call per room."""
+        says, self.says = self.says, {}
+        for key, (room, args, callbacks) in says.items():
+            try:
+                self.cmd.call(("EVALSHA", scripts.SHA["say"], 3, *scripts.room_keys(key),
+                               self.settings.history, room.seq, scripts.TRIM_EVERY, *args),
+                              functools.partial(_each, callbacks))
+            except LinkDown as exc:
+                _each(callbacks, exc)
 
     def stored(self, room: Room, reply: list[Any]) -> Stored | None:
         """The message an ``id used before`` reply names: as this node's cache
@@ -300,6 +316,36 @@ class Cluster:
         if found is not None or not reply[2]:
             return found
         return _message(seq, _fields(reply[2][0][1]))
+
+    # --- new rooms and accounts ---------------------------------------------------------
+
+    def reserve_room(self, record: RoomRecord) -> RoomRecord | None:
+        """Make the room this node's, or the record of whoever made it first
+        (RESERVE). Waits for Redis, as a commit does; ``unavailable`` if it
+        cannot tell."""
+        field, value = codec.room_field(record)
+        existing = self._reserve(field, value, scripts.room_keys(record.key)[0])
+        return None if existing is None else codec.room_record(record.key, existing)
+
+    def reserve_account(self, record: AccountRecord) -> str | None:
+        """As :meth:`reserve_room`, for an account: None if it is this node's."""
+        return self._reserve(*codec.account_field(record))
+
+    def _reserve(self, field: str, value: str, counter: str | None = None) -> str | None:
+        keys = [scripts.CLUSTER, scripts.STATE, *([counter] if counter else [])]
+        box: list[Any] = []
+        try:
+            self.cmd.call(("EVALSHA", scripts.SHA["reserve"], len(keys), *keys,
+                           self.cluster_id, field, value), box.append)
+        except LinkDown:
+            pass
+        else:
+            if not self.cmd.wait(lambda: bool(box), COMMIT_TIMEOUT_S):
+                self.cmd.close("no answer in time")
+        if not box or _failed(box[0]):
+            raise ProtocolError("unavailable", "the cluster cannot be reached; retry later",
+                                retry_after_ms=1000)
+        return box[0] if isinstance(box[0], str) else None
 
     # --- names -------------------------------------------------------------------------
 
@@ -311,12 +357,22 @@ class Cluster:
         except LinkDown as exc:
             done(exc)
 
+    def look_up(self, key: str, done: Done) -> None:
+        """Who holds this name, as ``node<TAB>token<TAB>name`` (None: nobody)."""
+        try:
+            self.cmd.call(("HGET", scripts.ONLINE, key), done)
+        except LinkDown as exc:
+            done(exc)
+
     def moved(self, key: str, name: str, token: str) -> None:
         """A session taken over on this node: the name's new token."""
         self._fire(("HSET", scripts.ONLINE, key, f"{self.node}\t{token}\t{name}"))
 
-    def release(self, key: str, token: str) -> None:
-        self._fire(("EVALSHA", scripts.SHA["release"], 1, scripts.ONLINE, key, self.node, token))
+    def release(self, key: str, token: str, *, node: str | None = None) -> None:
+        """The name is free again, if this session (of ``node``, by default
+        this one) still holds it."""
+        self._fire(("EVALSHA", scripts.SHA["release"], 1, scripts.ONLINE, key,
+                    node or self.node, token))
 
     def _fire(self, args: Sequence[Any]) -> None:
         with contextlib.suppress(LinkDown):
@@ -329,6 +385,7 @@ class Cluster:
         yield self.feed
 
     def flush(self) -> None:
+        self._send_says()
         self.cmd.flush()
         self.feed.flush()
 
@@ -426,9 +483,7 @@ class Cluster:
         """Ask for what came after the cursors (once none is outstanding)."""
         if self.feed_waiting or self.feed.sock is None:
             return
-        rooms = list(self.cursors)
-        keys = [scripts.META, *(scripts.room_keys(r)[1] for r in rooms)]
-        ids = [self.meta_cursor, *(self.cursors[r] for r in rooms)]
+        keys, ids = self._streams()
         self.feed.call(("XREAD", "COUNT", FEED_COUNT, "BLOCK", FEED_BLOCK_MS, "STREAMS", *keys,
                         *ids), self._fed)
         self.feed_waiting = True
@@ -437,22 +492,56 @@ class Cluster:
         self.feed_waiting = False
         if isinstance(reply, LinkDown):
             return
+        self._read(reply)
+        self.read_feed()
+
+    def sync(self, done: Callable[[], None]) -> None:
+        """Read everything written so far before ``done()`` runs (one XREAD
+        without blocking, on the command link): a client that moves from
+        another node finds here what it did there (its markers, its
+        messages), even if the feed has not brought it yet."""
+        keys, ids = self._streams()
+
+        def answered(reply: Any) -> None:
+            if not isinstance(reply, LinkDown):
+                self._read(reply)
+            done()
+
+        try:
+            self.cmd.call(("XREAD", "COUNT", FEED_COUNT, "STREAMS", *keys, *ids), answered)
+        except LinkDown:
+            done()
+
+    def _streams(self) -> tuple[list[str], list[str]]:
+        rooms = list(self.cursors)
+        keys = [scripts.META, *(scripts.room_keys(r)[1] for r in rooms)]
+        ids = [self.meta_cursor, *(self.cursors[r] for r in rooms)]
+        return keys, ids
+
+    def _read(self, reply: Any) -> None:
+        """An XREAD's entries (the feed's, or a sync's: each entry is applied
+        once, whichever read brings it first)."""
         if isinstance(reply, hiredis.ReplyError):
-            log.error("the feed failed: %s", reply)
-        elif reply:
-            core = self.core
-            assert core is not None
-            for stream, entries in reply:
-                if stream == scripts.META:
-                    for ident, fields in entries:
+            log.error("reading the feed failed: %s", reply)
+            return
+        if not reply:
+            return
+        core = self.core
+        assert core is not None
+        for stream, entries in reply:
+            if stream == scripts.META:
+                for ident, fields in entries:
+                    if _after(ident, self.meta_cursor):
                         self.meta_cursor = ident
                         self._apply_meta(core, _fields(fields))
-                elif stream.startswith(_LOG_PREFIX) and stream.endswith(_LOG_SUFFIX):
-                    room = stream[len(_LOG_PREFIX):-len(_LOG_SUFFIX)]
-                    if room not in self.cursors:
-                        continue  # removed meanwhile
-                    self._apply_entries(room, entries, live=True)
-        self.read_feed()
+            elif stream.startswith(_LOG_PREFIX) and stream.endswith(_LOG_SUFFIX):
+                room = stream[len(_LOG_PREFIX):-len(_LOG_SUFFIX)]
+                cursor = self.cursors.get(room)
+                if cursor is None:
+                    continue  # removed meanwhile
+                fresh = entries if _after(entries[0][0], cursor) else [
+                    e for e in entries if _after(e[0], cursor)]
+                self._apply_entries(room, fresh, live=True)
 
     def _apply_entries(self, room: str, entries: list[Any], live: bool) -> None:
         """Entries of a room's stream: messages (delivered when ``live``), edits
@@ -521,9 +610,26 @@ class Cluster:
                 "redis_up": self.cmd.up}
 
 
+def _each(callbacks: list[Done], reply: Any) -> None:
+    """One ``say`` script's answer, to each message's callback."""
+    if isinstance(reply, list) and len(reply) == len(callbacks):
+        for callback, answer in zip(callbacks, reply, strict=True):
+            callback(answer)
+        return
+    for callback in callbacks:
+        callback(reply)
+
+
 def _text(data: bytes) -> str:
     """A frame's JSON, for the feed (the header is made again on replay)."""
     return bytes(data[4:]).decode()
+
+
+def _after(ident: str, cursor: str) -> bool:
+    """Whether stream id ``ident`` comes after ``cursor`` (both ``ms-seq``)."""
+    a, _, b = ident.partition("-")
+    c, _, d = cursor.partition("-")
+    return (int(a), int(b)) > (int(c), int(d))
 
 
 def _fields(flat: list[str]) -> dict[str, str]:

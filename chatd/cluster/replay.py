@@ -46,16 +46,15 @@ def apply(core: Core, shared: Iterable[list[Any]], ops: Sequence[Op]) -> None:
                 continue
             if kind == "g":
                 continue
-            if kind in ("u", "x"):
+            if kind in ("u", "u2", "x"):
                 _to_user(core, item, record)
                 continue
             kind, key, payload, lazy = item
-            channel = core.watch if kind == "w" else None
             room = core.rooms.get(key)
             if room is not None:
                 channel = room.chan if kind == "r" else room.chan1
-            if channel is not None:
-                turn.broadcast(channel, frame(payload.encode()), lazy=lazy)
+                if channel is not None:
+                    turn.broadcast(channel, frame(payload.encode()), lazy=lazy)
         for op in ops:
             _apply_op(core, op, record)
         for item in shared:  # guests' memberships, in rooms the ops may have made
@@ -78,13 +77,24 @@ def _ended(core: Core, conn: Connection, final: bytes, reason: str,
 def _to_user(core: Core, item: list[Any], record: list[list[Any]] | None) -> None:
     """A frame for one of this node's users (``x``: its last, then closed)."""
     conn = core.online.get(item[1])
-    if conn is None:
+    if conn is None or (item[0] == "u2" and conn.proto != PROTO_V2):  # u2: version 2 only
         return
     data = frame(item[2].encode())
-    if item[0] == "u":
+    if item[0] != "x":
         core.turn.unicast(conn, data)
-    else:
-        _ended(core, conn, data, item[3], record)
+    else:  # (the node that ended it told the others: see end_elsewhere)
+        _ended(core, conn, data, item[3], None)
+
+
+def end_elsewhere(core: Core, key: str, name: str, final: bytes, reason: str) -> None:
+    """End a session of another node (an operator's kick, its account
+    removed): everyone else hears it is gone from here, at once and in the
+    order of this turn (before the ``part``s that may follow); its node
+    closes it with ``final``."""
+    offline(core, key, name, reason, None)
+    record = core.turn.record
+    if record is not None:
+        record.append(["x", key, final, reason])
 
 
 def _presence(core: Core, item: list[Any]) -> None:
@@ -98,6 +108,7 @@ def _presence(core: Core, item: list[Any]) -> None:
             core.lobby_online_set(person, True)
         core.presence_to([core.rooms[r] for r in rooms if r in core.rooms], person, True,
                          None)
+        core.turn.broadcast(core.watch, encode(m.join(name, core.ts)), lazy=True)
     else:
         offline(core, key, name, reason, rooms)
 
@@ -108,9 +119,12 @@ def offline(core: Core, key: str, name: str, reason: str | None,
     seen = core.remote_online.pop(key, None)
     if key in core.online:
         return  # it logged in here meanwhile
-    if rooms is None:
-        rooms = seen[1] if seen is not None else []
     person = core.people.get(key)
+    if rooms is None:
+        if person is not None and person.account:
+            rooms = list(person.rooms)
+        else:
+            rooms = seen[1] if seen is not None else []
     if person is None:
         person = Person(key, name, account=False)
     elif not person.account and person.conn is None:  # a guest of that node: gone
@@ -121,6 +135,7 @@ def offline(core: Core, key: str, name: str, reason: str | None,
     core.lobby_leave(person, reason or "lost")
     core.presence_to([core.rooms[r] for r in rooms if r in core.rooms], person, False, reason)
     core.presence_shared(person, False, reason, rooms, LOBBY in rooms)
+    core.turn.broadcast(core.watch, encode(m.leave(name, core.ts, reason or "lost")), lazy=True)
 
 
 def kicked(core: Core, key: str) -> None:

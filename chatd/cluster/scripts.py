@@ -33,50 +33,55 @@ def room_keys(room: str) -> tuple[str, str, str]:
     return f"{tag}:seq", f"{tag}:log", f"{tag}:ids"
 
 
-#: KEYS seq, log, ids. ARGV sender key, id ('' none), sender, text, retain, the
-#: seq this node last saw, trim period. A counter that is missing or behind
-#: what the node saw means Redis lost data: fail rather than number from 1
-#: again. The stream is trimmed to ``retain`` once every ``trim period``
-#: messages (one XRANGE + XTRIM per message costs Redis a third of its time);
-#: the nodes' caches keep exactly ``retain``.
+#: KEYS seq, log, ids. ARGV retain, the seq this node last saw, trim period,
+#: then sender key, id ('' none), sender, text for each message of the room
+#: this node got in one loop turn. A counter that is missing or behind what
+#: the node saw means Redis lost data: fail rather than number from 1 again.
+#: Each message gets {1, seq, ts}, or {0, seq, [entry]} when its sender used
+#: its id before. The stream is trimmed to ``retain`` once every ``trim
+#: period`` messages (one XRANGE + XTRIM per message costs Redis a third of
+#: its time); the nodes' caches keep exactly ``retain``.
 SAY = r"""
 local cur = redis.call('GET', KEYS[1])
-if not cur or tonumber(cur) < tonumber(ARGV[6]) then
+if not cur or tonumber(cur) < tonumber(ARGV[2]) then
   return redis.error_reply('UNAVAILABLE the room counter is gone: Redis lost the cluster data')
 end
-if ARGV[2] ~= '' then
-  local old = redis.call('HGET', KEYS[3], ARGV[1] .. '\n' .. ARGV[2])
-  if old then
-    return {0, tonumber(old), redis.call('XRANGE', KEYS[2], old .. '-0', old .. '-0')}
-  end
-end
-local seq = redis.call('INCR', KEYS[1])
+local keep, every = tonumber(ARGV[1]), tonumber(ARGV[3])
 local t = redis.call('TIME')
 local ts = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('XADD', KEYS[2], seq .. '-0', 'k', 'm', 'ts', ts, 's', ARGV[3], 'sk', ARGV[1],
-           'i', ARGV[2], 't', ARGV[4])
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[3], ARGV[1] .. '\n' .. ARGV[2], seq)
-end
-local keep = tonumber(ARGV[5])
-if seq > keep and (seq - keep) % tonumber(ARGV[7]) == 0 then
-  local min = seq - keep + 1
-  for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '(' .. min .. '-0')) do
-    local f, sk, id = e[2], nil, nil
-    for j = 1, #f, 2 do
-      if f[j] == 'sk' then sk = f[j + 1] elseif f[j] == 'i' then id = f[j + 1] end
+local out = {}
+for i = 4, #ARGV, 4 do
+  local sk, id, sender, text = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local old = id ~= '' and redis.call('HGET', KEYS[3], sk .. '\n' .. id)
+  if old then
+    out[#out + 1] = {0, tonumber(old), redis.call('XRANGE', KEYS[2], old .. '-0', old .. '-0')}
+  else
+    local seq = redis.call('INCR', KEYS[1])
+    redis.call('XADD', KEYS[2], seq .. '-0', 'k', 'm', 'ts', ts, 's', sender, 'sk', sk,
+               'i', id, 't', text)
+    if id ~= '' then
+      redis.call('HSET', KEYS[3], sk .. '\n' .. id, seq)
     end
-    if sk and id and id ~= '' then redis.call('HDEL', KEYS[3], sk .. '\n' .. id) end
+    if seq > keep and (seq - keep) % every == 0 then
+      local min = seq - keep + 1
+      for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '(' .. min .. '-0')) do
+        local f, osk, oid = e[2], nil, nil
+        for j = 1, #f, 2 do
+          if f[j] == 'sk' then osk = f[j + 1] elseif f[j] == 'i' then oid = f[j + 1] end
+        end
+        if osk and oid and oid ~= '' then redis.call('HDEL', KEYS[3], osk .. '\n' .. oid) end
+      end
+      redis.call('XTRIM', KEYS[2], 'MINID', min .. '-0')
+    end
+    out[#out + 1] = {1, seq, ts}
   end
-  redis.call('XTRIM', KEYS[2], 'MINID', min .. '-0')
 end
-return {1, seq, ts}
+return out
 """
 
 #: KEYS cluster, state, meta, then room keys the commands name by index.
 #: ARGV cluster id, node, payload, then commands:
-#:   C field (fail unless new) | S field value | K field value (unless set)
-#:   | D field | P prefix (delete fields by prefix) | N i (counter KEYS[i]
+#:   S field value | D field | P prefix (delete fields by prefix) | N i (counter KEYS[i]
 #:   starts at 0 unless it exists)
 #:   | R i j (delete streams KEYS[i], KEYS[j])
 #:   | E i j seq text edited (edit entry in stream KEYS[j] after counter KEYS[i])
@@ -85,25 +90,11 @@ META_COMMIT = r"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('UNAVAILABLE the cluster id is gone: Redis lost the cluster data')
 end
-local step = {C = 2, K = 3, S = 3, D = 2, P = 2, N = 2, R = 3, E = 6, X = 4}
 local i = 4
-while i <= #ARGV do  -- the checks first: a refused commit writes nothing
-  local c = ARGV[i]
-  if not step[c] then return redis.error_reply('ERR unknown command ' .. c) end
-  if c == 'C' and redis.call('HEXISTS', KEYS[2], ARGV[i + 1]) == 1 then
-    return redis.error_reply('EXISTS ' .. ARGV[i + 1] .. ' was made on another node meanwhile')
-  end
-  i = i + step[c]
-end
-i = 4
 while i <= #ARGV do
   local c = ARGV[i]
-  if c == 'C' then
-    i = i + 2
-  elseif c == 'S' then
+  if c == 'S' then
     redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i + 2]); i = i + 3
-  elseif c == 'K' then
-    redis.call('HSETNX', KEYS[2], ARGV[i + 1], ARGV[i + 2]); i = i + 3
   elseif c == 'D' then
     redis.call('HDEL', KEYS[2], ARGV[i + 1]); i = i + 2
   elseif c == 'P' then
@@ -130,6 +121,22 @@ end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', META_MAXLEN, '*', 'n', ARGV[2], 'p', ARGV[3])
 return 1
 """.replace("META_MAXLEN", str(META_MAXLEN))
+
+#: KEYS cluster, state, then the room's counter for a room. ARGV cluster id,
+#: field, record. Whether a new room or account may be made: two nodes may
+#: try at the same moment, each before it heard of the other. The first
+#: reserves it (its record written now, the rest in its turn's commit); the
+#: second gets that record back (it joins that room; the name is an account).
+RESERVE = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('UNAVAILABLE the cluster id is gone: Redis lost the cluster data')
+end
+if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 1 then
+  if KEYS[3] then redis.call('SET', KEYS[3], 0, 'NX') end
+  return false
+end
+return redis.call('HGET', KEYS[2], ARGV[2])
+"""
 
 #: KEYS online, meta, cluster. ARGV name key, node, new token, token given
 #: ('' none), name, cluster id. A name online elsewhere is refused unless the
@@ -207,6 +214,7 @@ end
 return out
 """
 
-SCRIPTS = {"say": SAY, "meta": META_COMMIT, "claim": CLAIM, "release": RELEASE,
+SCRIPTS = {"say": SAY, "meta": META_COMMIT, "reserve": RESERVE, "claim": CLAIM,
+           "release": RELEASE,
            "renew": RENEW, "reap": REAP}
 SHA = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in SCRIPTS.items()}
