@@ -183,6 +183,8 @@ class Core:
     def begin_turn(self, now: float, wall_ms: int) -> None:
         self.now = now
         self.ts = wall_ms
+        if self.cluster is not None:
+            self.cluster.waited = 0.0
 
     def connect(self, kind: int, label: str = "", address: str = "") -> Connection:
         """A new connection. A chat connection must say hello in time."""
@@ -268,7 +270,12 @@ class Core:
         """Dispatch decoded requests in order; True if the connection must stop
         for now: it is closing, or a request waits on the hash worker (the
         requests after it wait in ``conn.deferred``, so replies keep their order)."""
+        cluster = self.cluster
         for index, msg in enumerate(msgs):
+            if cluster is not None and cluster.waited_enough():
+                conn.deferred = msgs[index:]  # the turn waited on Redis long enough
+                self.pending_input.add(conn)
+                return True
             if conn.says and not self._pipelined(conn, msg):
                 conn.busy = conn.gated = True  # until its messages are echoed
                 conn.deferred = msgs[index:]
@@ -304,8 +311,11 @@ class Core:
             if conn.state < CLOSING:
                 self.pending_input.add(conn)
 
-    def echoed(self, room_key: str, upto: int | None = None) -> None:
-        """Messages of the room up to seq ``upto`` (None: all) were delivered."""
+    def echoed(self, room_key: str, upto: int | None = None,
+               delivered: tuple[Room, Stored] | None = None) -> None:
+        """Messages of the room up to seq ``upto`` (None: all) were delivered
+        (``delivered``: the one just delivered, whose sender gets it even if
+        it left the room meanwhile: it is the answer to its ``say``)."""
         waiting = self.echoes.get(room_key)
         if not waiting:
             return
@@ -314,7 +324,13 @@ class Core:
             if upto is not None and seq > upto:
                 break
             done += 1
-        for _, conn in waiting[:done]:
+        for seq, conn in waiting[:done]:
+            if delivered is not None and seq == delivered[1].seq and conn.state == USER:
+                room, stored = delivered
+                v1 = conn.proto != PROTO_V2
+                channel = room.chan1 if v1 else room.chan
+                if channel is None or conn not in channel.conns:
+                    self.turn.unicast(conn, self.msg_frame(room, stored, v1=v1, with_id=True))
             self._said(conn)
         del waiting[:done]
 
@@ -408,14 +424,9 @@ class Core:
                     cluster.release(key, token)
                 return
             if isinstance(result, list) and result[0] == 1:
+                conn.key, conn.token = key, token  # given back if the login fails now
                 # What this user did on another node a moment ago is here first.
-                def synced() -> None:
-                    if conn.state >= CLOSING:
-                        cluster.release(key, token)
-                    else:
-                        self.ready.append((conn, done, result))
-
-                cluster.sync(synced)
+                cluster.sync(lambda: self.ready.append((conn, done, result)))
             else:
                 self.ready.append((conn, done, result))
 
@@ -730,6 +741,16 @@ class Core:
         before its commit comes on the feed."""
         room = Room(record, self.store.log(record.key), lobby=record.key == LOBBY)
         self.rooms[record.key] = room
+        if room.is_dm:  # its two members are known: a dm request finds itself in it
+            for key in set(room.dm_keys()):
+                person = self.people.get(key)
+                if person is None:
+                    continue
+                room.members[key] = MEMBER
+                person.rooms[room.key] = room
+                conn = person.conn
+                if conn is not None and conn.proto == PROTO_V2 and conn.state == USER:
+                    self.turn.subscribe(conn, room.chan)
         return room
 
     def _forget_room(self, key: str) -> None:
@@ -940,8 +961,8 @@ class Core:
             if conn is None:
                 return
             if isinstance(reply, list) and reply[0] == 1:
-                if room.seq >= reply[1]:  # the feed was first
-                    self._said(conn)
+                if room.seq >= reply[1] or self.rooms.get(room.key) is not room:
+                    self._said(conn)  # the feed was first, or no echo will come
                 else:
                     bisect.insort(self.echoes.setdefault(room.key, []), (reply[1], conn),
                                   key=lambda item: item[0])
@@ -949,7 +970,10 @@ class Core:
                 self._said(conn)
             if conn.state >= CLOSING:
                 return
-            if not isinstance(reply, list):  # Redis refused, or the link broke
+            if str(reply).startswith("GONE"):  # removed on another node meanwhile
+                self.error(conn, ProtocolError("no_such_room",
+                                               f"there is no room {room.name!r}", ref=ref))
+            elif not isinstance(reply, list):  # Redis refused, or the link broke
                 log.error("message to %s not stored: %s", room.name, reply)
                 self.error(conn, ProtocolError(
                     "unavailable", "the message could not be stored; retry later", ref=ref,
@@ -977,7 +1001,7 @@ class Core:
         self._fan_out(room, stored, durable=False)
         turn.record = record
         if room_key in self.echoes:
-            self.echoed(room_key, stored.seq)
+            self.echoed(room_key, stored.seq, (room, stored))
 
     def msg_frame(self, room: Room, stored: Stored, *, v1: bool, with_id: bool = False) -> bytes:
         """A retained message as a ``msg`` frame (a tombstone as one, §14, §10)."""
@@ -1112,10 +1136,11 @@ class Core:
     # --- closing -----------------------------------------------------------------------
 
     def close(self, conn: Connection, final: bytes | None, reason: str | None,
-              stage: bool = True, *, takeover: bool = False) -> None:
+              stage: bool = True, *, takeover: bool = False, moved: bool = False) -> None:
         """Phase one of a close: stage the final frame, free the name at once,
         tell the others (``reason`` None: nobody is told; ``takeover``: the
-        session goes on on another connection)."""
+        session goes on on another connection; ``moved``: on another cluster
+        node, so its person stays as it is, with its rooms)."""
         if conn.state >= CLOSING:
             return
         state = conn.state
@@ -1138,15 +1163,22 @@ class Core:
         if conn.kind == CHAT:
             self.clients -= 1
         if state == USER:
-            self._end_session(conn, reason, takeover)
+            self._end_session(conn, reason, takeover, moved)
         elif state == HANDSHAKE:
             self.handshakes -= 1
+            if self.cluster is not None and conn.token:  # it had claimed its name
+                self.cluster.release(conn.key, conn.token)
         self.closing.append(conn)
 
-    def _end_session(self, conn: Connection, reason: str | None, takeover: bool) -> None:
+    def _end_session(self, conn: Connection, reason: str | None, takeover: bool,
+                     moved: bool) -> None:
         person: Person = conn.person
         del self.online[person.key]
         if takeover:
+            return
+        if moved:
+            person.conn = None
+            self.remote_online[person.key] = (person.name, list(person.rooms))
             return
         if self.cluster is not None:
             self.cluster.release(person.key, conn.token)

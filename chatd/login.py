@@ -258,8 +258,12 @@ def _admit(core: Core, conn: Connection, msg: Message, ref: str | None, *, key: 
         person = old.person
         core.close(old, encode(m.bye("replaced")), None, takeover=True)
     elif person is None:
-        person = Person(key, name, account=False)
-        core.people[key] = person
+        known = core.people.get(key)
+        if moved and known is not None and not known.account and known.conn is None:
+            person = known  # a guest moved from another node: its rooms go on
+        else:
+            person = Person(key, name, account=False)
+            core.people[key] = person
     assert person is not None
     conn.proto = msg["proto"]
     conn.person = person

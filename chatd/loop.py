@@ -167,6 +167,8 @@ class Server:
         if settings.cluster is not None:
             self.cluster = Cluster(settings, settings.cluster)
             self.store = self.cluster
+            for link in self.cluster.links():
+                link.on_close = self._unwatch
             self.cluster.start(settings.data_dir)
         else:
             self.store = open_store(settings)
@@ -420,6 +422,14 @@ class Server:
                                 len(core.conns))
                 log.info("stopped")
                 return 0
+
+    def _unwatch(self, sock: socket.socket) -> None:
+        """A Redis link's socket is about to close: out of the selector first."""
+        for link, (watched, _) in list(self.watched.items()):
+            if watched is sock:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.sel.unregister(sock)
+                del self.watched[link]
 
     def _flush_cluster(self) -> None:
         """The turn's Redis commands in one write per link; the feed asked

@@ -813,3 +813,102 @@ def test_a_node_refuses_to_start_on_an_emptied_redis(trio: list[Node],
     redis.flushall()
     with pytest.raises(AssertionError, match="holds no cluster data"):
         a.start()
+
+
+# --- regressions from the white-box review ---------------------------------------------
+
+
+def test_a_login_refused_after_its_claim_gives_the_name_back(tmp_path: Path,
+                                                             redis: RedisServer) -> None:
+    """Two logins race for the last place: one is ``server_full`` after it
+    claimed its name in Redis; the name is free again on every node."""
+    with cluster(tmp_path, redis, 2, "--max-clients", "2") as (a, b):
+        first = login2(a.server, unique("u"))
+        late1, late2 = unique("x"), unique("y")
+        c1, c2 = a.server.client(), a.server.client()
+        c1.send(hello2(late1))
+        c2.send(hello2(late2))
+        answers = {}
+        for name, client in ((late1, c1), (late2, c2)):
+            answers[name] = client.drain_until(
+                lambda m: m["type"] in ("welcome", "error"), CROSS)[-1]
+        assert sorted(str(m.get("code", m["type"])) for m in answers.values()) == [
+            "server_full", "welcome"], answers
+        refused_name = next(n for n, m in answers.items() if m["type"] == "error")
+        again = login2(b.server, refused_name)  # not held by the refused login
+        assert again.welcome["name"] == refused_name
+        for client in (again, first):
+            bye(client)
+        c1.close()
+        c2.close()
+
+
+def test_a_message_to_a_room_removed_elsewhere_is_refused_not_kept(trio: list[Node]) -> None:
+    """``room_remove`` on B while ann's message to the room is on its way on A:
+    she gets ``no_such_room`` (no ack that never comes: a ping still answers),
+    and the room made again holds nothing of it."""
+    a, b, _ = trio
+    ann = account(a.server, "ann")
+    on_a = login(a, ann)
+    room = unique("side")
+    join(on_a, room)
+    assert b.request({"type": "room_remove", "room": room})["type"] == "ok"
+    # The removal is in Redis; A may not have heard of it yet.
+    on_a.send({"type": "say", "room": room, "text": "late", "id": "late"})
+    reply = until(on_a, answer_to("late"))[-1]
+    assert reply["type"] == "error" and reply["code"] in ("no_such_room", "not_member"), reply
+    assert call(on_a, {"type": "ping", "id": "p"})["type"] == "pong"
+    again = join(on_a, room)
+    assert again["seq"] == 0 or again["oldest"] == 0, again
+    assert [m for m in history(on_a, room) if m.get("text") == "late"] == []
+    bye(on_a)
+
+
+def test_a_guest_keeps_its_rooms_when_it_moves_to_another_node(trio: list[Node]) -> None:
+    """A guest in a room it joined on A takes its session over on B: its
+    welcome there lists the room, and its messages there are acknowledged."""
+    a, b, c = trio
+    guest = unique("gu")
+    on_a = login2(a.server, guest)
+    room = unique("side")
+    join(on_a, room)
+    cy = account(a.server, "cy")
+    on_c = login(c, cy)
+    join(on_c, room)
+    on_b = login2(b.server, guest, token=on_a.welcome["token"])
+    assert room in [r["room"] for r in on_b.welcome["rooms"]], on_b.welcome
+    ack = say(on_b, room, "moved", "mv")
+    assert until(on_c, msg_of(room, "mv"))[-1]["seq"] == ack["seq"]
+    members = call(on_c, {"type": "members", "room": room})["members"]
+    assert [m["name"] for m in members].count(guest) == 1, members
+    bye(on_b)
+    bye(on_c)
+    on_a.close()
+
+
+def test_a_name_given_back_while_redis_is_down_is_free_when_it_returns(
+        trio: list[Node], redis: RedisServer) -> None:
+    a, b, _ = trio
+    cy = account(a.server, "cy")
+    on_b = login(b, cy)
+    guest = unique("g")
+    on_a = login2(a.server, guest)
+    until(on_b, presence_of(guest))
+    redis.kill()
+    bye(on_a)  # its release and presence wait for Redis
+    redis.start()
+    gone = until(on_b, lambda m: m["type"] == "presence" and m["name"] == guest
+                 and m["online"] is False, RECOVER)[-1]
+    assert gone["online"] is False
+    deadline = time.monotonic() + RECOVER
+    while True:  # the node reconnects within a second or two
+        client = b.server.client()
+        client.send(hello2(guest))
+        first = client.drain_until(lambda m: m["type"] in ("welcome", "error"), CROSS)[-1]
+        if first["type"] == "welcome":
+            break
+        client.close()
+        assert first["code"] == "unavailable" and time.monotonic() < deadline, first
+        time.sleep(0.2)
+    client.close()
+    on_b.close()

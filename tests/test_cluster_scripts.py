@@ -34,7 +34,8 @@ def _eval(redis: RedisServer, name: str, keys: list[str], *args: Any) -> Any:
 def _say(redis: RedisServer, room: str, sender: str, text: str, ident: str = "", *,
          retain: int = 1000, seen: int = 0, every: int = 1) -> Any:
     """One message through the script: its own answer."""
-    return _eval(redis, "say", list(scripts.room_keys(room)), retain, seen, every,
+    return _eval(redis, "say", [*scripts.room_keys(room), scripts.gone_key(room)], retain, seen,
+                 every,
                  sender, ident, sender, text)[0]
 
 
@@ -57,7 +58,8 @@ def test_say_numbers_from_the_counter_and_answers_a_used_id_with_the_original(
 
 def test_say_takes_a_turns_messages_in_one_call_in_order(redis: RedisServer) -> None:
     _new_room(redis, "batch")
-    answers = _eval(redis, "say", list(scripts.room_keys("batch")), 1000, 0, 1,
+    answers = _eval(redis, "say", [*scripts.room_keys("batch"), scripts.gone_key("batch")],
+                    1000, 0, 1,
                     "ann", "x", "ann", "one", "bob", "", "bob", "two", "ann", "x", "ann", "again")
     assert [a[:2] for a in answers] == [[1, 1], [1, 2], [0, 1]]
     assert answers[0][2] == answers[1][2]  # one ts for the call
@@ -120,10 +122,16 @@ def test_meta_commit_round_trips_the_state(
     assert snap.members == [("dev", "zoe", records.OWNER)]
     assert snap.bans == [("dev", "mallory")] and snap.invites == [("dev", "bob")]
     assert snap.markers == [("dev", "zoe", 7)]
-    # Removing the room drops its members, bans, invitations and markers.
+    # Removing the room drops its members, bans, invitations and markers, and
+    # a message still on its way to it is refused; made again, it goes on.
+    _say(redis, "dev", "zoe", "before")
     _commit(redis, "c1", [records.RemoveRoom("dev")])
     left = [k for k in _cmd(redis, "HKEYS", scripts.STATE) if b"dev" in k]
     assert left == []
+    with pytest.raises(RedisError, match="GONE"):
+        _say(redis, "dev", "zoe", "late")
+    _commit(redis, "c1", [records.PutRoom(RoomRecord("dev", "Dev", records.PUBLIC))])
+    assert _say(redis, "dev", "zoe", "again")[:2] == [1, 2]
 
 
 def test_a_new_room_or_account_is_reserved_by_the_first_node_only(
@@ -131,7 +139,7 @@ def test_a_new_room_or_account_is_reserved_by_the_first_node_only(
     _cmd(redis, "SET", scripts.CLUSTER, "c1")
     first = RoomRecord("new", "New", records.PRIVATE, "", "ann")
     second = RoomRecord("new", "NEW", records.PUBLIC, "", "bob")
-    keys = [scripts.CLUSTER, scripts.STATE, scripts.room_keys("new")[0]]
+    keys = [scripts.CLUSTER, scripts.STATE, scripts.room_keys("new")[0], scripts.gone_key("new")]
     assert _eval(redis, "reserve", keys, "c1", *codec.room_field(first)) is None
     assert _cmd(redis, "GET", scripts.room_keys("new")[0]) == b"0"  # its counter
     taken = _eval(redis, "reserve", keys, "c1", *codec.room_field(second))

@@ -88,13 +88,13 @@ class Commands:
         if isinstance(op, records.PutRoom):
             r = op.room
             args += ("S", *room_field(r))
-            args += ("N", self.key(scripts.room_keys(r.key)[0]))
+            args += ("N", self.key(scripts.room_keys(r.key)[0]), self.key(scripts.gone_key(r.key)))
         elif isinstance(op, records.RemoveRoom):
             args += ("D", _field("r", op.room))
             for kind in "mbik":
                 args += ("P", _field(kind, op.room, ""))
             _, log, ids = scripts.room_keys(op.room)
-            args += ("R", self.key(log), self.key(ids))
+            args += ("R", self.key(log), self.key(ids), self.key(scripts.gone_key(op.room)))
         elif isinstance(op, records.PutMember):
             args += ("S", _field("m", op.room, op.account), op.role)
         elif isinstance(op, records.RemoveMember):

@@ -56,13 +56,36 @@ class RedisLink:
         self.waiting: deque[tuple[Callback | None, float]] = deque()  # with when sent
         self.reader = hiredis.Reader(encoding="utf-8")
         self._on_connect = on_connect  # sends what a new connection needs first
+        #: Called with the socket just before it is closed: the loop takes it
+        #: out of its selector first (its fd number may be reused at once).
+        self.on_close: Callable[[socket.socket], None] | None = None
+        self.address: tuple[str, int] | None = None  # resolved once (see resolve)
+        self.family = socket.AF_INET
+
+    def resolve(self) -> None:
+        """Look the host up, once, before the loop runs (a lookup blocks); a
+        reconnect reuses the address. Raises :class:`LinkDown`."""
+        try:
+            infos = socket.getaddrinfo(self.url.host, self.url.port, socket.AF_UNSPEC,
+                                       socket.SOCK_STREAM)
+        except OSError as exc:
+            raise LinkDown(f"cannot look up {self.url.host}: {exc}") from None
+        family, _, _, _, address = infos[0]
+        self.family = family
+        self.address = (str(address[0]), int(address[1]))
 
     # --- connection ----------------------------------------------------------
 
     def connect(self) -> None:
         """Start a non-blocking connect; :meth:`on_writable` completes it."""
         self.close()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if self.address is None:
+            self.resolve()
+        assert self.address is not None
+        try:
+            sock = socket.socket(self.family, socket.SOCK_STREAM)
+        except OSError as exc:
+            raise LinkDown(f"cannot connect to {self.url}: {exc}") from None
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # A peer gone without a word (a cable, a frozen VM) is noticed in
@@ -71,7 +94,11 @@ class RedisLink:
         for option, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3)):
             if hasattr(socket, option):
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
-        code = sock.connect_ex((self.url.host, self.url.port))
+        try:
+            code = sock.connect_ex(self.address)
+        except OSError as exc:
+            sock.close()
+            raise LinkDown(f"cannot connect to {self.url}: {exc}") from None
         if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
             sock.close()
             raise LinkDown(f"cannot connect to {self.url}: {errno.errorcode.get(code, code)}")
@@ -103,15 +130,21 @@ class RedisLink:
         sock, self.sock = self.sock, None
         was_up, self.up, self.connecting = self.up, False, False
         if sock is not None:
+            if self.on_close is not None:
+                self.on_close(sock)
             sock.close()
             if was_up:
                 log.warning("redis link %s to %s lost: %s", self.name, self.url, why)
         self.out.clear()
-        waiting, self.waiting = self.waiting, deque()
+        waiting = list(self.waiting)
+        self.waiting.clear()
         down = LinkDown(f"the link to Redis broke ({why})")
         for callback, _ in waiting:
             if callback is not None:
-                callback(down)
+                try:
+                    callback(down)
+                except Exception:  # a bug in one caller must not stop the others
+                    log.exception("internal error handling a broken Redis link")
 
     @property
     def wants_write(self) -> bool:
@@ -186,11 +219,20 @@ class RedisLink:
             if reply is False:
                 return
             callback = waiting.popleft()[0] if waiting else None
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+                # Redis lost its scripts (SCRIPT FLUSH, a failover): connecting
+                # again loads them; this command's caller sees it fail.
+                self.close("Redis no longer has the scripts")
+                if callback is not None:
+                    callback(LinkDown("Redis no longer had the scripts"))
+                return
             if callback is not None:
                 try:
                     callback(reply)
                 except Exception:  # a bug in one answer must not stop the node
                     log.exception("internal error handling a reply from Redis")
+                if self.sock is not sock:  # the callback closed the link
+                    return
 
     def wait(self, done: Callable[[], bool], timeout: float) -> bool:
         """Flush, then read this link alone until ``done()`` (or the link is

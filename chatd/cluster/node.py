@@ -36,6 +36,7 @@ import json
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,8 @@ COMMIT_TIMEOUT_S = 5.0  # a turn's changes wait this long for Redis at most
 START_TIMEOUT_S = 5.0
 FEED_BLOCK_MS = 1000  # the feed asks again at least this often
 FEED_COUNT = 1000  # entries per stream per read
+OUTBOX_MAX = 100_000  # commands kept for a Redis that is away
+WAIT_BUDGET_S = 0.1  # a turn takes no more requests after waiting this long
 CLUSTER_FILE = "cluster-id"  # in the data dir: the cluster this node has served
 
 _LOG_PREFIX = "chat:{r:"
@@ -97,6 +100,7 @@ class Cluster:
         self.cursors: dict[str, str] = {}  # room key -> last stream id read
         self.meta_cursor = "0-0"
         self.feed_waiting = False
+        self.feed_retry = 0.0  # after a failed read: not before this time
         self.next_tick = 0.0
         self.reap_after = 0.0  # no reaping before (Redis just came back)
         self.nodes = 1  # live nodes seen at the last lease round
@@ -105,9 +109,13 @@ class Cluster:
         #: the feed are skipped (applied already). A commit refused here for a
         #: broken link may still have been stored: its entry is applied then.
         self.commits = 0
+        self.waited = 0.0  # seconds this turn spent waiting for Redis (see _wait)
+        self.reserved: list[str] = []  # state fields reserved for this turn's commit
         self.confirmed: set[int] = set()
         self._snapshot: Snapshot | None = None
         self._online: list[tuple[str, str]] = []  # chat:online as read at start
+        #: Fire-and-forget commands that met a broken link, sent when it is back.
+        self.outbox: deque[Sequence[Any]] = deque()
         #: This turn's messages by room: (room, script arguments, callbacks).
         self.says: dict[str, tuple[Room, list[Any], list[Done]]] = {}
 
@@ -243,10 +251,18 @@ class Cluster:
             self.cmd.call(("EVALSHA", scripts.SHA["meta"], len(cmds.keys), *cmds.keys,
                            self.cluster_id, self.node, payload, *cmds.args), box.append)
         except LinkDown as exc:
+            reserved, self.reserved = self.reserved, []
+            for field in reserved:  # not made after all (sent when Redis is back)
+                self._fire(("HDEL", scripts.STATE, field))
             raise StoreError(str(exc)) from None
-        if not self.cmd.wait(lambda: bool(box), COMMIT_TIMEOUT_S):
+        answered = self._wait(box)
+        reserved, self.reserved = self.reserved, []
+        if not answered:  # (it may yet be stored: see _apply_meta)
             self.cmd.close("no answer in time")
             raise StoreError(f"Redis did not answer in {COMMIT_TIMEOUT_S:g} s")
+        if isinstance(box[0], hiredis.ReplyError):  # refused: nothing of it was written
+            for field in reserved:  # so the rooms and accounts it made are not made
+                self._fire(("HDEL", scripts.STATE, field))
         if _failed(box[0]):
             raise StoreError(str(box[0]))
         self.confirmed.add(number)
@@ -302,7 +318,8 @@ class Cluster:
         says, self.says = self.says, {}
         for key, (room, args, callbacks) in says.items():
             try:
-                self.cmd.call(("EVALSHA", scripts.SHA["say"], 3, *scripts.room_keys(key),
+                self.cmd.call(("EVALSHA", scripts.SHA["say"], 4, *scripts.room_keys(key),
+                               scripts.gone_key(key),
                                self.settings.history, room.seq, scripts.TRIM_EVERY, *args),
                               functools.partial(_each, callbacks))
             except LinkDown as exc:
@@ -324,15 +341,31 @@ class Cluster:
         (RESERVE). Waits for Redis, as a commit does; ``unavailable`` if it
         cannot tell."""
         field, value = codec.room_field(record)
-        existing = self._reserve(field, value, scripts.room_keys(record.key)[0])
+        existing = self._reserve(field, value, scripts.room_keys(record.key)[0],
+                                 scripts.gone_key(record.key))
         return None if existing is None else codec.room_record(record.key, existing)
 
     def reserve_account(self, record: AccountRecord) -> str | None:
         """As :meth:`reserve_room`, for an account: None if it is this node's."""
         return self._reserve(*codec.account_field(record))
 
-    def _reserve(self, field: str, value: str, counter: str | None = None) -> str | None:
-        keys = [scripts.CLUSTER, scripts.STATE, *([counter] if counter else [])]
+    def _wait(self, box: list[Any]) -> bool:
+        """Wait for one answer (see RedisLink.wait), counting the time in
+        :attr:`waited`: the core stops taking requests for the turn once a
+        turn has waited WAIT_BUDGET_S, so many commits in one turn (a client
+        that pipelines edits) cannot hold the loop for long."""
+        started = time.monotonic()
+        try:
+            return self.cmd.wait(lambda: bool(box), COMMIT_TIMEOUT_S)
+        finally:
+            self.waited += time.monotonic() - started
+
+    def waited_enough(self) -> bool:
+        """Whether this turn has waited for Redis long enough (WAIT_BUDGET_S)."""
+        return self.waited > WAIT_BUDGET_S
+
+    def _reserve(self, field: str, value: str, *room: str) -> str | None:
+        keys = [scripts.CLUSTER, scripts.STATE, *room]
         box: list[Any] = []
         try:
             self.cmd.call(("EVALSHA", scripts.SHA["reserve"], len(keys), *keys,
@@ -340,12 +373,15 @@ class Cluster:
         except LinkDown:
             pass
         else:
-            if not self.cmd.wait(lambda: bool(box), COMMIT_TIMEOUT_S):
+            if not self._wait(box):
                 self.cmd.close("no answer in time")
         if not box or _failed(box[0]):
             raise ProtocolError("unavailable", "the cluster cannot be reached; retry later",
                                 retry_after_ms=1000)
-        return box[0] if isinstance(box[0], str) else None
+        if isinstance(box[0], str):
+            return box[0]
+        self.reserved.append(field)  # this turn's commit writes the rest
+        return None
 
     # --- names -------------------------------------------------------------------------
 
@@ -375,8 +411,23 @@ class Cluster:
                     node or self.node, token))
 
     def _fire(self, args: Sequence[Any]) -> None:
-        with contextlib.suppress(LinkDown):
-            self.cmd.call(args)
+        """A command nobody waits for (a name given back, presence on the
+        feed): if the link is down, or breaks before its answer, it is sent
+        again once the link is back, in order (each is harmless twice)."""
+        try:
+            self.cmd.call(args, functools.partial(self._fired, args))
+        except LinkDown:
+            self._later(args)
+
+    def _fired(self, args: Sequence[Any], reply: Any) -> None:
+        if isinstance(reply, LinkDown):
+            self._later(args)
+
+    def _later(self, args: Sequence[Any]) -> None:
+        if len(self.outbox) >= OUTBOX_MAX:
+            log.warning("Redis has been away long: dropping a change for the other nodes")
+            self.outbox.popleft()
+        self.outbox.append(args)
 
     # --- the loop's interface ------------------------------------------------------------
 
@@ -461,9 +512,14 @@ class Cluster:
         assert core is not None
         gone = list(zip(reply[::2], reply[1::2], strict=True))
         log.warning("a node's lease lapsed: announcing %d of its users lost", len(gone))
-        for key, name in gone:
-            replay.offline(core, key, name, "lost", None)
-        self.share(core.turn.take_record())
+        turn = core.turn
+        record, turn.record = turn.record, []  # (not the turn's other, uncommitted frames)
+        try:
+            for key, name in gone:
+                replay.offline(core, key, name, "lost", None)
+            self.share(turn.record)
+        finally:
+            turn.record = record
 
     def _commands_up(self, link: RedisLink) -> None:
         for body in scripts.SCRIPTS.values():
@@ -472,6 +528,9 @@ class Cluster:
             link.call(("EVALSHA", scripts.SHA["renew"], 3, scripts.lease_key(self.node),
                        scripts.NODES, scripts.SUSPECTS, self.node, LEASE_MS), self._renewed)
             self.reap_after = time.monotonic() + REAP_GRACE_S
+            outbox, self.outbox = self.outbox, deque()
+            for args in outbox:
+                link.call(args, functools.partial(self._fired, args))
 
     def _feed_up(self, link: RedisLink) -> None:
         self.feed_waiting = False
@@ -481,7 +540,7 @@ class Cluster:
 
     def read_feed(self) -> None:
         """Ask for what came after the cursors (once none is outstanding)."""
-        if self.feed_waiting or self.feed.sock is None:
+        if self.feed_waiting or self.feed.sock is None or time.monotonic() < self.feed_retry:
             return
         keys, ids = self._streams()
         self.feed.call(("XREAD", "COUNT", FEED_COUNT, "BLOCK", FEED_BLOCK_MS, "STREAMS", *keys,
@@ -492,6 +551,8 @@ class Cluster:
         self.feed_waiting = False
         if isinstance(reply, LinkDown):
             return
+        if isinstance(reply, hiredis.ReplyError):  # asked again at the next tick
+            self.feed_retry = time.monotonic() + RENEW_S
         self._read(reply)
         self.read_feed()
 
@@ -558,6 +619,8 @@ class Cluster:
                     continue
                 if seq != log_.last_seq + 1:  # trimmed while this node was away
                     log_.restart(seq - 1)
+                    if core is not None:  # their echoes will not come
+                        core.echoed(room, seq - 1)
                 stored = Stored(seq, int(fields[3]), fields[5], fields[11], fields[9] or None)
                 log_.add(stored)
                 if live and core is not None:

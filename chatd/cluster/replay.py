@@ -142,8 +142,7 @@ def kicked(core: Core, key: str) -> None:
     """This node's session of ``key`` was taken over on another node."""
     conn = core.online.get(key)
     if conn is not None:
-        core.close(conn, encode(m.bye("replaced")), None)
-        core.remote_online[key] = (conn.name, list(conn.person.rooms))
+        core.close(conn, encode(m.bye("replaced")), None, moved=True)
 
 
 def _apply_op(core: Core, op: Op, record: list[list[Any]] | None) -> None:

@@ -33,7 +33,13 @@ def room_keys(room: str) -> tuple[str, str, str]:
     return f"{tag}:seq", f"{tag}:log", f"{tag}:ids"
 
 
-#: KEYS seq, log, ids. ARGV retain, the seq this node last saw, trim period,
+def gone_key(room: str) -> str:
+    """Set while a removed room is not made again: a message still on its way
+    to it is refused (its counter stays, so a room made again goes on)."""
+    return f"chat:{{r:{room}}}:gone"
+
+
+#: KEYS seq, log, ids, gone. ARGV retain, the seq this node last saw, trim period,
 #: then sender key, id ('' none), sender, text for each message of the room
 #: this node got in one loop turn. A counter that is missing or behind what
 #: the node saw means Redis lost data: fail rather than number from 1 again.
@@ -45,6 +51,9 @@ SAY = r"""
 local cur = redis.call('GET', KEYS[1])
 if not cur or tonumber(cur) < tonumber(ARGV[2]) then
   return redis.error_reply('UNAVAILABLE the room counter is gone: Redis lost the cluster data')
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  return redis.error_reply('GONE the room was removed')
 end
 local keep, every = tonumber(ARGV[1]), tonumber(ARGV[3])
 local t = redis.call('TIME')
@@ -81,9 +90,9 @@ return out
 
 #: KEYS cluster, state, meta, then room keys the commands name by index.
 #: ARGV cluster id, node, payload, then commands:
-#:   S field value | D field | P prefix (delete fields by prefix) | N i (counter KEYS[i]
-#:   starts at 0 unless it exists)
-#:   | R i j (delete streams KEYS[i], KEYS[j])
+#:   S field value | D field | P prefix (delete fields by prefix) | N i j (a
+#:   room made: counter KEYS[i] starts at 0 unless it exists, KEYS[j] "gone"
+#:   cleared) | R i j k (a room removed: KEYS[i], KEYS[j] deleted, KEYS[k] "gone" set)
 #:   | E i j seq text edited (edit entry in stream KEYS[j] after counter KEYS[i])
 #:   | X i j seq (deletion entry).
 META_COMMIT = r"""
@@ -104,9 +113,11 @@ while i <= #ARGV do
     end
     i = i + 2
   elseif c == 'N' then
-    redis.call('SET', KEYS[tonumber(ARGV[i + 1])], 0, 'NX'); i = i + 2
+    redis.call('SET', KEYS[tonumber(ARGV[i + 1])], 0, 'NX')
+    redis.call('DEL', KEYS[tonumber(ARGV[i + 2])]); i = i + 3
   elseif c == 'R' then
-    redis.call('DEL', KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])]); i = i + 3
+    redis.call('DEL', KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])])
+    redis.call('SET', KEYS[tonumber(ARGV[i + 3])], 1); i = i + 4
   elseif c == 'E' then
     local cur = redis.call('GET', KEYS[tonumber(ARGV[i + 1])]) or '0'
     redis.call('XADD', KEYS[tonumber(ARGV[i + 2])], cur .. '-*', 'k', 'e', 'seq', ARGV[i + 3],
@@ -116,13 +127,15 @@ while i <= #ARGV do
     local cur = redis.call('GET', KEYS[tonumber(ARGV[i + 1])]) or '0'
     redis.call('XADD', KEYS[tonumber(ARGV[i + 2])], cur .. '-*', 'k', 'd', 'seq', ARGV[i + 3])
     i = i + 4
+  else
+    return redis.error_reply('ERR unknown command ' .. c)
   end
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', META_MAXLEN, '*', 'n', ARGV[2], 'p', ARGV[3])
 return 1
 """.replace("META_MAXLEN", str(META_MAXLEN))
 
-#: KEYS cluster, state, then the room's counter for a room. ARGV cluster id,
+#: KEYS cluster, state, then the room's counter and "gone" key for a room. ARGV cluster id,
 #: field, record. Whether a new room or account may be made: two nodes may
 #: try at the same moment, each before it heard of the other. The first
 #: reserves it (its record written now, the rest in its turn's commit); the
@@ -132,7 +145,10 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('UNAVAILABLE the cluster id is gone: Redis lost the cluster data')
 end
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 1 then
-  if KEYS[3] then redis.call('SET', KEYS[3], 0, 'NX') end
+  if KEYS[3] then
+    redis.call('SET', KEYS[3], 0, 'NX')
+    redis.call('DEL', KEYS[4])
+  end
   return false
 end
 return redis.call('HGET', KEYS[2], ARGV[2])
