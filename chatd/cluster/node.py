@@ -16,13 +16,19 @@ commits each turn's changes to it. What differs:
   state hash and appends them to the change feed, with the frames they caused
   (recorded by :class:`chatd.turn.Turn`), for the other nodes to apply and
   replay to their own clients. The turn is not released before Redis answers.
+- A new room or account is reserved first (``reserve``): of two nodes
+  making the same one at once, the second finds the first's.
 - The feed: one ``XREAD BLOCK`` on a second connection reads the change feed
-  and the stream of every room, from this node's cursors.
+  and the stream of every room, from this node's cursors (:meth:`sync` reads
+  the same without blocking, for a login).
 - Names: a login claims its name in Redis (``claim``); a name online on
   another node is taken unless the login gives that session's token, which
   moves the session here (the other node is told by a ``kick`` on the feed).
-- Presence: each node renews a lease; a node whose lease lapsed is reaped by
-  the first other node that sees it, which announces its users ``lost``.
+- Presence: each node renews a lease; a node whose lease stays missing is
+  reaped by the first other node that sees it, which announces its users
+  ``lost``; a node that finds itself reaped claims its names again.
+- What could not be sent while Redis was away (names given back, presence)
+  waits in :attr:`Cluster.outbox` and goes when it is back.
 
 The node keeps only caches (each room's retained messages, in memory), which
 it rebuilds from Redis at start.
