@@ -47,6 +47,8 @@ CONNECT_TIMEOUT = 5.0  # a TCP connect (or a lookup) that takes longer counts as
 #: 20,000 messages took 830 ms of CPU in one turn reading 4 MiB at once; at
 #: 32 KiB its turns stay near 30 ms and the flood is read over more turns.
 READ_AHEAD = 32 * 1024
+#: What a non-blocking socket (or its TLS layer) says when it must be tried later.
+_TRY_AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 RECV_SIZE = 32 * 1024
 IDLE_POLL = 0.05  # while a child resolves a name, poll this often
 
@@ -346,8 +348,7 @@ class Connection:
         while total < READ_AHEAD:
             try:
                 data = sock.recv(min(RECV_SIZE, READ_AHEAD - total))
-            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
-                    ssl.SSLWantWriteError):
+            except _TRY_AGAIN:
                 return
             except OSError as exc:
                 self._lost(now, f"connection lost: {exc.strerror or exc}")
@@ -364,8 +365,7 @@ class Connection:
             return
         try:
             sent = self._sock.send(self._out)
-        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
-                ssl.SSLWantWriteError):
+        except _TRY_AGAIN:
             return
         except OSError as exc:
             self._lost(now, f"connection lost: {exc.strerror or exc}")

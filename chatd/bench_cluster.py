@@ -56,7 +56,15 @@ from pathlib import Path
 from typing import Any
 
 from chatd.bench import Bench, Workers, _median, _n, _quantiles, _share, _sleep_until, workers
-from chatd.bench_load import RECV_SIZE, SETUP_TIMEOUT, cpu_now, hello, wait_until, work
+from chatd.bench_load import (
+    RECV_SIZE,
+    SETUP_TIMEOUT,
+    cpu_now,
+    hello,
+    start_together,
+    wait_until,
+    work,
+)
 from chatd.bench_server import BenchError, Server, start_server
 from chatd.bench_wire import STAMP_DIGITS, MarkerCounter, StampReader, stamped_text
 from chatd.control_client import ControlClient, ControlError
@@ -375,11 +383,7 @@ def fanout_worker(pipe: Connection, spec: FanoutSpec) -> None:
             members.append(_Member(sock, name, node, say if sender else b""))
             if ROOM not in (room.casefold() for room in _rooms_of(welcome)):
                 raise BenchError(f"{name}: not put in {ROOM} at login (node {node})")
-        pipe.send(("ready", None))
-        pipe.recv()  # every worker is logged in
-        _barrier([m.sock for m in members])
-        pipe.send(("synced", None))
-        _, times = pipe.recv()
+        times = start_together(pipe, lambda: _barrier([m.sock for m in members]))
         pipe.send(("done", _fanout(spec, members, times)))
 
     try:
@@ -478,11 +482,7 @@ def probe_worker(pipe: Connection, spec: ProbeSpec) -> None:
             sock, decoder, welcome = _login(spec.host, port, name)
             socks.append(sock)
             _enter_probe_room(sock, decoder, welcome, spec.room)
-        pipe.send(("ready", None))
-        pipe.recv()
-        _barrier(socks)
-        pipe.send(("synced", None))
-        _, times = pipe.recv()
+        times = start_together(pipe, lambda: _barrier(socks))
         pipe.send(("done", _probe(spec, socks, times)))
 
     try:

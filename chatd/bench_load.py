@@ -193,6 +193,18 @@ def _ws_login(host: str, port: int, name: str) -> tuple[socket.socket, WsSession
     return sock, session
 
 
+def start_together(pipe: Connection, sync: Callable[[], None]) -> Any:
+    """A worker's start, as every load shares it: tell the parent it is ready,
+    wait until every worker is, ``sync`` (a barrier on its connections), say
+    so, and return the run's times from the parent."""
+    pipe.send(("ready", None))
+    pipe.recv()  # every worker is logged in
+    sync()
+    pipe.send(("synced", None))
+    _, times = pipe.recv()
+    return times
+
+
 def barrier(clients: list[RoomClient]) -> None:
     """Ping every client and read (decoding) until each has its pong.
 
@@ -407,11 +419,7 @@ def room_worker(pipe: Connection, spec: RoomSpec) -> None:
                 continue
             sock, decoder = _login(spec.host, spec.port, name, spec.tls)
             clients.append(RoomClient(sock, name, sender, probe, decoder, say=say))
-        pipe.send(("ready", None))
-        pipe.recv()  # every worker is logged in
-        barrier(clients)
-        pipe.send(("synced", None))
-        _, times = pipe.recv()
+        times = start_together(pipe, lambda: barrier(clients))
         if spec.mode == "latency":
             pipe.send(("done", _run_latency(spec, clients, times)))
         else:

@@ -28,6 +28,7 @@ from chatd.bench_load import (
     barrier,
     hello,
     run_fanout,
+    start_together,
     work,
 )
 from chatd.bench_server import BenchError
@@ -128,11 +129,7 @@ def rooms_worker(pipe: Connection, spec: RoomsSpec) -> None:
 
     def body() -> None:
         _enter(spec, clients)
-        pipe.send(("ready", None))
-        pipe.recv()  # every worker's clients are in their rooms
-        barrier(clients)
-        pipe.send(("synced", None))
-        _, times = pipe.recv()
+        times = start_together(pipe, lambda: barrier(clients))
         pipe.send(("done", run_fanout(spec.window, clients, times)))
 
     try:

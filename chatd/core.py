@@ -21,10 +21,10 @@ in :attr:`Core.closing`; the loop shuts the socket down once the frame is out.
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -96,8 +96,9 @@ class Core:
         #: Logins whose name claim Redis answered: continued in the loop's turn.
         self.ready: list[tuple[Connection, Done, Any]] = []
         #: Cluster mode: room key -> (seq, sender's connection) of stored
-        #: messages whose echo has not come back on the feed yet.
-        self.echoes: dict[str, list[tuple[int, Connection]]] = {}
+        #: messages whose echo has not come back on the feed yet, in seq order
+        #: (a room's script answers come in the order the scripts ran).
+        self.echoes: dict[str, deque[tuple[int, Connection]]] = {}
         self.hasher = hasher
         self.throttle = GuessThrottle()
         self.started = now
@@ -317,14 +318,8 @@ class Core:
         (``delivered``: the one just delivered, whose sender gets it even if
         it left the room meanwhile: it is the answer to its ``say``)."""
         waiting = self.echoes.get(room_key)
-        if not waiting:
-            return
-        done = 0
-        for seq, _ in waiting:
-            if upto is not None and seq > upto:
-                break
-            done += 1
-        for seq, conn in waiting[:done]:
+        while waiting and (upto is None or waiting[0][0] <= upto):
+            seq, conn = waiting.popleft()
             if delivered is not None and seq == delivered[1].seq and conn.state == USER:
                 room, stored = delivered
                 v1 = conn.proto != PROTO_V2
@@ -332,7 +327,6 @@ class Core:
                 if channel is None or conn not in channel.conns:
                     self.turn.unicast(conn, self.msg_frame(room, stored, v1=v1, with_id=True))
             self._said(conn)
-        del waiting[:done]
 
     def lost(self, conn: Connection) -> None:
         """The peer closed or broke the connection: the session ends without a
@@ -964,8 +958,7 @@ class Core:
                 if room.seq >= reply[1] or self.rooms.get(room.key) is not room:
                     self._said(conn)  # the feed was first, or no echo will come
                 else:
-                    bisect.insort(self.echoes.setdefault(room.key, []), (reply[1], conn),
-                                  key=lambda item: item[0])
+                    self.echoes.setdefault(room.key, deque()).append((reply[1], conn))
             else:
                 self._said(conn)
             if conn.state >= CLOSING:

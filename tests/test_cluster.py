@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster_support import Node, RedisServer, cluster, redis_server, wait_nodes
+from tests.cluster_support import (
+    Node,
+    RedisServer,
+    cluster,
+    cluster_node,
+    free_port,
+    redis_server,
+    wait_nodes,
+)
 from tests.support import TestClient
 from tests.test_contract_kit import fatal_close
 from tests.v2_support import (
@@ -813,6 +821,16 @@ def test_a_node_refuses_to_start_on_an_emptied_redis(trio: list[Node],
     redis.flushall()
     with pytest.raises(AssertionError, match="holds no cluster data"):
         a.start()
+
+
+def test_a_node_without_redis_does_not_start(tmp_path: Path) -> None:
+    """No Redis at the URL: one line naming it, exit status 1, no traceback."""
+    url = f"redis://127.0.0.1:{free_port()}"
+    with pytest.raises(AssertionError) as failed, cluster_node(tmp_path, url, "alone"):
+        pass
+    said = str(failed.value)
+    assert "exited (1) before listening" in said and "Traceback" not in said, said
+    assert f"cluster: cannot connect to {url}" in said, said
 
 
 # --- regressions from the white-box review ---------------------------------------------

@@ -30,7 +30,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from hypothesis import Phase, event, settings
 from hypothesis import strategies as st
@@ -38,7 +37,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tests.cluster_support import Node, RedisServer
 from tests.support import TestClient
-from tests.v2_support import PASSWORD, Message, add_account, hello2
+from tests.v2_support import PASSWORD, Event, Message, Said, add_account, hello2, key
 
 ACCOUNTS = ("ann", "Bob", "cy")
 ROOMS = ("lobby", "r1", "r2")
@@ -47,23 +46,7 @@ CROSS = 10.0  # deadline for anything that crosses nodes
 RECOVER = 20.0  # deadline for the cluster to work again after a kill
 HISTORY_PAGE = 200
 
-Event = tuple[Any, ...]
 _ids = itertools.count(1)
-
-
-def key(name: str) -> str:
-    return name.casefold()
-
-
-@dataclass
-class Said:
-    """An acknowledged message as the model holds it."""
-
-    sender: str
-    ident: str
-    text: str
-    edited: bool = False
-    deleted: bool = False
 
 
 @dataclass

@@ -274,3 +274,24 @@ def test_registration_code_needs_a_join_code(tmp_path: Path) -> None:
     # A join code without code registration is kept (and unused): no error.
     assert resolve({"join_code": "spare"}, environ={}).registration == "closed"
 
+
+
+def test_cluster_takes_a_redis_url() -> None:
+    assert resolve({}, environ={}).cluster is None
+    url = resolve({"cluster": "redis://10.0.0.5:6380/3"}, environ={}).cluster
+    assert url is not None and (url.host, url.port, url.db) == ("10.0.0.5", 6380, 3)
+    assert str(resolve({}, environ={"CHATD_CLUSTER": "redis://redis"}).cluster) == (
+        "redis://redis:6379/0")
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("127.0.0.1:6379", "redis://HOST:PORT"),
+    ("http://127.0.0.1:6379", "redis://HOST:PORT"),
+    ("redis://user:secret@127.0.0.1:6379", "no user, password"),
+    ("redis://127.0.0.1:99999", "port"),
+    ("redis://127.0.0.1:6379/16", "database"),
+    ("redis://127.0.0.1:6379/x", "database"),
+])
+def test_a_bad_cluster_url_is_refused_with_why(text: str, why: str) -> None:
+    with pytest.raises(SettingError, match=f"--cluster.*{why}"):
+        resolve({"cluster": text}, environ={})

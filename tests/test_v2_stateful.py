@@ -32,14 +32,13 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tests.support import ServerProcess, TestClient, running_server
-from tests.v2_support import PASSWORD, Message, add_account, dm_name, hello2
+from tests.v2_support import PASSWORD, Event, Message, Said, add_account, dm_name, hello2, key
 
 ACCOUNTS = ("ann", "Bob", "c\u00e9line", "d_1")
 OWNER = "ann"
@@ -47,24 +46,7 @@ FLAGS = ("--rate", "0", "--hash-workers", "2")
 MAX_RESTARTS = 2  # per example: a restart costs most of a second
 HISTORY_PAGE = 20  # rooms grow past it: history is read in pages
 
-Event = tuple[Any, ...]
 _ids = itertools.count(1)
-
-
-def key(name: str) -> str:
-    """A room's or user's identity (11: casefold; a dm name is its own key)."""
-    return name.casefold()
-
-
-@dataclass
-class Said:
-    """An acknowledged message as the model holds it."""
-
-    sender: str
-    ident: str
-    text: str
-    edited: bool = False
-    deleted: bool = False
 
 
 @dataclass

@@ -12,6 +12,7 @@ deadline, and a ``ping``/``pong`` round trip is the barrier of 3.6.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 from tests.support import ServerProcess, TestClient
@@ -22,9 +23,30 @@ PASSWORD = "correct horse battery"
 
 _ids = itertools.count(1)
 
-__all__ = ["PASSWORD", "Message", "account", "add_account", "bye", "call", "dm_name",
-           "error", "events", "hello2", "join", "kinds", "login2", "ok", "quiet",
-           "refused", "say", "summary", "unique"]
+__all__ = ["PASSWORD", "Event", "Message", "Said", "account", "add_account", "bye", "call",
+           "dm_name", "error", "events", "hello2", "join", "key", "kinds", "login2", "ok",
+           "quiet", "refused", "say", "summary", "unique"]
+
+# --- the model the stateful suites keep of what the server acknowledged ----------
+
+Event = tuple[Any, ...]
+"""A room event as a stateful suite records it: (kind, room key, details...)."""
+
+
+def key(name: str) -> str:
+    """A room's or user's identity (11: casefold; a dm name is its own key)."""
+    return name.casefold()
+
+
+@dataclass
+class Said:
+    """An acknowledged message as a stateful suite's model holds it."""
+
+    sender: str
+    ident: str
+    text: str
+    edited: bool = False
+    deleted: bool = False
 
 
 def hello2(name: str, **members: Any) -> Message:
